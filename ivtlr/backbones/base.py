@@ -1,0 +1,133 @@
+"""The backbone interface: what the latent engine needs to know about one vision-language model.
+
+The engine (``ivtlr.engine``) is model-agnostic. Everything that differs between Qwen2-VL, Qwen2.5-VL and
+Chameleon lives behind this interface: how ids are embedded and image embeddings scattered, which positions
+hold image tokens, how rotary position ids are built, how one chunk of input embeddings runs against a KV cache,
+and how a hidden state becomes logits. A backbone wraps a transformers model (optionally inside a PEFT
+wrapper) and never owns training or generation logic.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """Special token ids the engine needs. ``latent`` is ``<|latent|>``; ``image`` is the image placeholder."""
+
+    latent: int
+    image: int
+    eos: int
+    pad: int
+    start_latent: int | None = None
+    end_latent: int | None = None
+
+
+def unwrap_peft(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (LoRA layers are injected in place, so calling it runs them)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+class Backbone(ABC):
+    """Adapter between the latent engine and one vision-language model.
+
+    Args:
+        model: a transformers model for this backbone, or a PEFT model wrapping one.
+        tokens: the special token ids.
+    """
+
+    #: registry name, e.g. "qwen2-vl"
+    name: str = ""
+    #: whether ``positions="mrope"`` (the model's own multimodal rotary positions) is available
+    supports_mrope: bool = False
+
+    def __init__(self, model: nn.Module, tokens: TokenIds):
+        self.model = model
+        self.hf = unwrap_peft(model)
+        self.tokens = tokens
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    @abstractmethod
+    def configure_attention(self) -> None:
+        """Make the language model run the last-row capture backend (``ivtlr.attention``), vision parts untouched."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.weight.dtype
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        return self.hf.get_input_embeddings()
+
+    # ------------------------------------------------------------------------------------------ embeddings
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, D) token embeddings."""
+        return self.embedding(input_ids)
+
+    @abstractmethod
+    def embed_inputs(self, input_ids: torch.Tensor, vision: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T) ids -> (B, T, D) input embeddings with the image embeddings scattered into the image positions.
+
+        Raises ValueError when the number of image placeholders does not match the images.
+        """
+
+    def image_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: the candidate image-token positions for latent vision."""
+        return input_ids == self.tokens.image
+
+    def image_grids(self, vision: dict[str, torch.Tensor]) -> list[tuple[int, int]]:
+        """(rows, cols) of image tokens per image, in raster order, so offsets map back to image patches."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------- positions
+    def mrope_positions(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vision: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """(3, B, T) multimodal rotary positions of the prompt (only for backbones with ``supports_mrope``)."""
+        raise ValueError(f"backbone '{self.name}' has 1-D rotary positions only: use positions='sequential'")
+
+    # ------------------------------------------------------------------------------------------------ run
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.hf.config)
+
+    @abstractmethod
+    def run(
+        self,
+        inputs_embeds: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache=None,
+    ) -> tuple[torch.Tensor, object]:
+        """Run the language model over one chunk.
+
+        Args:
+            inputs_embeds: (B, t, D) the chunk.
+            position_ids: (P, B, t) with P = 1 (1-D rotary) or 3 (M-RoPE).
+            attention_mask: (B, past + t) 1 for real tokens, 0 for padding, covering the cache and the chunk.
+            cache: a cache from ``new_cache`` (appended to in place), or None to run without one.
+        Returns:
+            (B, t, D) last-layer hidden states after the final norm, and the cache.
+        """
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., D) hidden states -> (..., V) next-token logits."""
+        return self.hf.get_output_embeddings()(hidden)
+
+    # ------------------------------------------------------------------------------------------- baseline
+    @abstractmethod
+    def hf_generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vision: dict[str, torch.Tensor], new_tokens: int
+    ) -> torch.Tensor:
+        """Plain transformers ``generate`` producing exactly ``new_tokens`` greedy tokens (the benchmark baseline)."""

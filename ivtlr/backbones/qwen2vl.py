@@ -1,0 +1,89 @@
+"""Qwen2-VL (and Qwen2.5-VL) behind the backbone interface.
+
+Image tokens: the vision encoder's merged patch embeddings (one token per 28x28 pixels: 14 px patches, 2x2
+merge), scattered into the ``<|image_pad|>`` positions between ``<|vision_start|>`` and ``<|vision_end|>``.
+Positions: the engine's sequential 1-D ids (passed as 2-D ids, which the model replicates over its three
+M-RoPE sections: what the authors' code does), or the model's own 3-D M-RoPE ids from ``get_rope_index``.
+Qwen2.5-VL has the same language-model interface and differs only in its vision tower, so it is a subclass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..attention import register_lastrow_backend
+from .base import Backbone
+
+
+class Qwen2VLBackbone(Backbone):
+    name = "qwen2-vl"
+    supports_mrope = True
+
+    def configure_attention(self) -> None:
+        backend = register_lastrow_backend()
+        # Text only: the vision blocks keep plain sdpa (no rows are ever read from them).
+        self.hf.set_attn_implementation({"text_config": backend, "vision_config": "sdpa"})
+
+    @property
+    def _vlm(self):
+        return self.hf.model  # Qwen2VLModel: .visual, .language_model
+
+    @property
+    def merge(self) -> int:
+        return self.hf.config.vision_config.spatial_merge_size
+
+    def embed_inputs(self, input_ids, vision):
+        embeds = self.embed_tokens(input_ids)  # (B, T, D)
+        pixel_values = vision.get("pixel_values")
+        if pixel_values is None:
+            return embeds
+        feats = self._vlm.get_image_features(pixel_values, vision["image_grid_thw"]).pooler_output
+        image_embeds = torch.cat(list(feats), 0).to(embeds.dtype)  # (N_image_tokens, D) over the whole batch
+        mask = self.image_mask(input_ids)
+        if int(mask.sum()) != image_embeds.shape[0]:
+            raise ValueError(
+                f"image placeholders and image features differ: {int(mask.sum())} <|image_pad|> tokens in the batch, "
+                f"{image_embeds.shape[0]} image embeddings from image_grid_thw={vision['image_grid_thw'].tolist()}"
+            )
+        return embeds.masked_scatter(mask[..., None].expand_as(embeds), image_embeds)
+
+    def image_grids(self, vision):
+        grid = vision["image_grid_thw"]
+        return [(int(h) // self.merge, int(w) // self.merge) for _, h, w in grid.tolist()]
+
+    def mrope_positions(self, input_ids, attention_mask, vision):
+        type_ids = self.image_mask(input_ids).long()  # 0 text, 1 image
+        pos, _ = self._vlm.get_rope_index(
+            input_ids, type_ids, image_grid_thw=vision.get("image_grid_thw"), attention_mask=attention_mask
+        )
+        return pos  # (3, B, T)
+
+    def run(self, inputs_embeds, position_ids, attention_mask, cache=None):
+        pos = position_ids[0] if position_ids.shape[0] == 1 else position_ids  # (B, t) or (3, B, t)
+        out = self._vlm.language_model(
+            inputs_embeds=inputs_embeds,
+            position_ids=pos,
+            attention_mask=attention_mask,
+            cache=cache,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state, out.cache
+
+    def hf_generate(self, input_ids, attention_mask, vision, new_tokens):
+        return self.hf.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            mm_token_type_ids=self.image_mask(input_ids).long(),
+            **vision,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokens.pad,
+            eos_token_id=self.tokens.eos,
+        )
+
+
+class Qwen25VLBackbone(Qwen2VLBackbone):
+    """Qwen2.5-VL: same language model and image-token layout; windowed vision tower."""
+
+    name = "qwen2.5-vl"

@@ -1,0 +1,395 @@
+"""The IVT-LR latent engine: latent passes, image-token selection, the training loss and batched generation.
+
+One question goes through (see ../shared/spec/ivtlr-method.md, section 2)::
+
+    prompt (with image tokens) | <|latent|> x n | rest (explicit steps + answer, or nothing at inference)
+
+    prefill  : run the prompt once; keep the KV cache, the last hidden state h and the last row's attention
+    latent t : pick the top-K not-yet-picked image tokens by that attention (mean over layers and heads),
+               append [z_t (K image embeddings), h_t] to the cache, read the new last row -> h_{t+1}
+    rest     : training: teacher-force the rest, loss on it only; inference: greedy decoding from h_n
+
+Every pass only appends to the sequence, so the KV cache is exact: each latent pass costs K + 1 positions,
+not a re-run of the whole prefix as in the authors' code. A batch runs its latent passes in lockstep: the
+collator left-pads so that every sample's first latent slot is at the same index p. A sample with fewer
+latent slots than the batch maximum gets masked-out dummy chunks for the passes it does not have, so it
+computes exactly what it would alone.
+
+Position ids ("sequential" mode) count the real tokens before each position (0..L-1 over the growing
+sequence, padding skipped): the authors' rule for one unpadded question, and padding-invariant in a batch.
+
+This module knows nothing about any particular model: everything model-specific goes through
+``ivtlr.backbones.base.Backbone``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .attention import mean_last_row, record_last_row
+from .backbones.base import Backbone
+
+
+@dataclass
+class LatentConfig:
+    """How the latent steps are computed. Defaults follow the authors' code except ``patch_order``."""
+
+    k: int = 32
+    """Image tokens re-inserted per latent step (latent vision). 32 for Qwen2-VL, 64 for Chameleon in the paper."""
+    positions: Literal["sequential", "mrope"] = "sequential"
+    """sequential: 1-D ids over the growing sequence (authors). mrope: the model's 3-D ids for the prompt; every
+    appended embedding (inserted image embeddings, fed-back states, text after them) then takes the next 1-D
+    position, as text after an image does in Qwen2-VL."""
+    latent_grad: Literal["detach", "full"] = "detach"
+    """detach: no gradient through the fed-back hidden state (authors). full: backprop through it (Coconut)."""
+    order: Literal["vision_first", "text_first"] = "vision_first"
+    """Per latent step: [z_t, h_t] (authors' code) or [h_t, z_t] (the paper's formula)."""
+    patch_order: Literal["reference", "score", "raster"] = "score"
+    """Order of the K embeddings inside z_t. reference: what ``torch.topk(sorted=False)`` returns on CPU for the
+    image-span slice of the score row (reproduces the authors' code); score: descending attention; raster:
+    ascending image position."""
+    latent_text: bool = True
+    """Ablation switch. False: the latent slot keeps the ``<|latent|>`` token's embedding instead of h_t."""
+    latent_vision: bool = True
+    """Ablation switch. False: no image embeddings are inserted (K = 0), only h_t."""
+    use_cache: bool = True
+    """False: recompute the whole sequence on every pass (the authors' schedule; needed with layer checkpointing)."""
+
+    def __post_init__(self):
+        if self.k < 0:
+            raise ValueError(f"k must be >= 0, got {self.k}")
+        for name, allowed in (
+            ("positions", ("sequential", "mrope")),
+            ("latent_grad", ("detach", "full")),
+            ("order", ("vision_first", "text_first")),
+            ("patch_order", ("reference", "score", "raster")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    @property
+    def k_effective(self) -> int:
+        return self.k if self.latent_vision else 0
+
+
+@dataclass
+class LatentBatch:
+    """One batch in the engine's layout: ``[left pad | prompt | <|latent|> x n_b | rest | right pad]``.
+
+    ``vision`` holds the backbone's image inputs (Qwen2-VL: pixel_values, image_grid_thw). ``ids`` name the
+    records in error messages.
+    """
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    vision: dict[str, torch.Tensor] = field(default_factory=dict)
+    labels: torch.Tensor | None = None  # (B, T), -100 where no loss
+    ids: list[str] | None = None
+
+    def name(self, b: int) -> str:
+        return f"record {self.ids[b]!r}" if self.ids else f"sample {b} of the batch"
+
+    def to(self, device) -> "LatentBatch":
+        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return LatentBatch(
+            move(self.input_ids), move(self.attention_mask), {k: move(v) for k, v in self.vision.items()},
+            move(self.labels), self.ids,
+        )
+
+
+@dataclass
+class TrainOutput:
+    loss: torch.Tensor  # scalar: mean cross-entropy over the labelled tokens after the latents
+    logits: torch.Tensor  # (N_labelled, V): logits of the labelled predictions, in batch order
+    n_tokens: int
+    selected: list[list[list[int]]]  # per sample, per latent step: image-token offsets in insertion order
+
+
+@dataclass
+class GenerationOutput:
+    sequences: torch.Tensor  # (B, N) generated ids, pad after a sample's end
+    num_generated: list[int]  # per sample, tokens generated (eos included): the autoregressive steps
+    selected: list[list[list[int]]]  # per sample, per latent step: image-token offsets (0 = first image token)
+    first_logits: torch.Tensor  # (B, V) logits of the first generated token (after all latent steps)
+
+
+@dataclass
+class _Layout:
+    """Where things are in a batch: latent slots start at ``p``; sample b has ``n[b]`` of them."""
+
+    p: int
+    n: list[int]
+    image_pos: list[torch.Tensor]  # per sample, sorted positions of its image tokens (all < p)
+    rest_ids: torch.Tensor  # (B, R) ids after each sample's latents, left-aligned
+    rest_mask: torch.Tensor  # (B, R)
+    rest_labels: torch.Tensor | None  # (B, R)
+
+    @property
+    def n_max(self) -> int:
+        return max(self.n, default=0)
+
+
+class _Sequence:
+    """The growing sequence of one batch: attention mask, positions, KV cache (or the full history)."""
+
+    def __init__(self, backbone: Backbone, use_cache: bool):
+        self.backbone = backbone
+        self.use_cache = use_cache
+        self.cache = backbone.new_cache() if use_cache else None
+        self.mask: torch.Tensor | None = None  # (B, L) over everything so far
+        self.next_pos: torch.Tensor | None = None  # (B,) position of the next real token
+        self.history: list[tuple[torch.Tensor, torch.Tensor]] = []  # (embeds, positions) when not caching
+        self.last_hidden: torch.Tensor | None = None  # (B, D) at each sample's last real position
+
+    def positions_for(self, chunk_mask: torch.Tensor) -> torch.Tensor:
+        """(1, B, t) next 1-D positions for a chunk; masked slots get a harmless copy of the last one."""
+        offsets = chunk_mask.long().cumsum(-1) - 1
+        return (self.next_pos[:, None] + offsets).clamp(min=0)[None]
+
+    def forward(
+        self, embeds: torch.Tensor, chunk_mask: torch.Tensor, positions: torch.Tensor | None = None, record=False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Append a chunk and run it. Returns its (B, t, D) hidden states and, if ``record``, the (B, L) mean
+        attention of the chunk's last row over all keys so far."""
+        chunk_mask = chunk_mask.long()
+        if positions is None:
+            positions = self.positions_for(chunk_mask)
+        self.mask = chunk_mask if self.mask is None else torch.cat([self.mask, chunk_mask], 1)
+        if self.use_cache:
+            run_embeds, run_pos = embeds, positions
+        else:
+            self.history.append((embeds, positions))
+            run_embeds = torch.cat([e for e, _ in self.history], 1)
+            n_rows = max(p.shape[0] for _, p in self.history)  # 3 once an M-RoPE prompt is in the history
+            run_pos = torch.cat([p.expand(n_rows, -1, -1) for _, p in self.history], -1)
+        with record_last_row() as rows:
+            hidden, self.cache = self.backbone.run(run_embeds, run_pos, self.mask, self.cache)
+        hidden = hidden[:, -embeds.shape[1]:]
+        scores = mean_last_row(rows) if record else None
+        # bookkeeping: next positions, and the hidden state at each sample's last real token
+        real = chunk_mask.bool()
+        has_real = real.any(1)
+        if has_real.any():
+            last_idx = (torch.arange(real.shape[1], device=real.device) * real).argmax(1)  # (B,)
+            picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_idx]
+            self.last_hidden = picked if self.last_hidden is None else torch.where(
+                has_real[:, None], picked, self.last_hidden
+            )
+            top = positions.amax(0).masked_fill(~real, -1).amax(1) + 1  # (B,)
+            self.next_pos = torch.where(has_real, top, self.next_pos) if self.next_pos is not None else top
+        return hidden, scores
+
+
+class LatentEngine:
+    """IVT-LR over a backbone: ``forward`` (training loss) and ``generate`` (batched greedy decoding).
+
+    Args:
+        backbone: the model adapter (its attention is switched to the last-row capture backend).
+        config: the latent options.
+    """
+
+    def __init__(self, backbone: Backbone, config: LatentConfig | None = None):
+        self.backbone = backbone
+        self.config = config or LatentConfig()
+        if self.config.positions == "mrope" and not backbone.supports_mrope:
+            raise ValueError(f"positions='mrope' is not available for backbone '{backbone.name}'")
+        backbone.configure_attention()
+
+    # ------------------------------------------------------------------------------------------ layout
+    def _layout(self, batch: LatentBatch) -> _Layout:
+        ids, mask = batch.input_ids, batch.attention_mask
+        B, T = ids.shape
+        latent = ids == self.backbone.tokens.latent
+        n = latent.sum(1).tolist()
+        if max(n) > 0:
+            p = int(latent[[b for b in range(B) if n[b]][0]].nonzero()[0])
+            for b in range(B):
+                if n[b] and not bool(latent[b, p:p + n[b]].all()):
+                    raise ValueError(
+                        f"{batch.name(b)}: its {n[b]} <|latent|> slots must be contiguous and start at index {p} like "
+                        "the rest of the batch (left-pad so that every sample's first latent slot aligns)"
+                    )
+        elif batch.labels is not None and bool((batch.labels != -100).any()):
+            p = int((batch.labels != -100).long().argmax(1)[(batch.labels != -100).any(1)].min())
+        else:
+            p = T
+        image = self.backbone.image_mask(ids) & mask.bool()
+        image_pos = [image[b].nonzero()[:, 0] for b in range(B)]
+        k = self.config.k_effective
+        for b in range(B):
+            if n[b] and k:
+                if image_pos[b].numel() and int(image_pos[b][-1]) >= p:
+                    raise ValueError(f"{batch.name(b)}: image tokens after the first latent slot are not supported")
+                if k * n[b] > image_pos[b].numel():
+                    raise ValueError(
+                        f"{batch.name(b)}: K x n = {k} x {n[b]} = {k * n[b]} image tokens to select, but the image "
+                        f"has only {image_pos[b].numel()} (lower K or the number of latent steps, or use a larger "
+                        "image): a patch is never selected twice"
+                    )
+        start = torch.tensor([p + nb for nb in n], device=ids.device)
+        R = T - int(start.min())
+        idx = start[:, None] + torch.arange(R, device=ids.device)[None]  # (B, R)
+        inside = idx < T
+        idx = idx.clamp(max=T - 1)
+        rest_ids = ids.gather(1, idx)
+        rest_mask = mask.gather(1, idx) * inside
+        rest_labels = None
+        if batch.labels is not None:
+            before = torch.arange(T, device=ids.device)[None] < start[:, None]
+            if bool(((batch.labels != -100) & before).any()):
+                raise ValueError("labels must be -100 over the prompt and the latent slots (loss only after them)")
+            rest_labels = batch.labels.gather(1, idx).masked_fill(~(inside & rest_mask.bool()), -100)
+        return _Layout(p, n, image_pos, rest_ids, rest_mask, rest_labels)
+
+    # ------------------------------------------------------------------------------------- latent passes
+    def _prefill(self, batch: LatentBatch, layout: _Layout) -> tuple[_Sequence, torch.Tensor, torch.Tensor | None]:
+        """Embed the batch, run the prompt [0, p). Returns the sequence, the (B, T, D) input embeddings and the
+        last row's attention (when the first latent step needs it)."""
+        embeds = self.backbone.embed_inputs(batch.input_ids, batch.vision)
+        seq = _Sequence(self.backbone, self.config.use_cache)
+        p = layout.p
+        if self.config.positions == "mrope":
+            positions = self.backbone.mrope_positions(batch.input_ids, batch.attention_mask, batch.vision)
+        else:
+            positions = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[None]
+        record = layout.n_max > 0 and self.config.k_effective > 0
+        if p == 0:
+            raise ValueError("the batch has no prompt before the first latent slot")
+        _, scores = seq.forward(embeds[:, :p], batch.attention_mask[:, :p], positions[..., :p], record=record)
+        return seq, embeds, scores
+
+    def _select(self, scores: torch.Tensor, layout: _Layout, picked: list[torch.Tensor], active: list[bool]):
+        """Top-K not-yet-picked image tokens per active sample. Returns (B, K) offsets into ``image_pos``."""
+        k = self.config.k_effective
+        B = scores.shape[0]
+        out = torch.zeros(B, k, dtype=torch.long, device=scores.device)
+        for b in range(B):
+            if not active[b]:
+                continue
+            row = scores[b, layout.image_pos[b]].float().masked_fill(picked[b], float("-inf"))  # (N_b,)
+            if self.config.patch_order == "reference":
+                # the authors' exact order: unsorted topk on the CPU over the image-span slice
+                idx = row.cpu().topk(k, sorted=False).indices.to(row.device)
+            else:
+                idx = row.topk(k, sorted=True).indices
+                if self.config.patch_order == "raster":
+                    idx = idx.sort().values
+            picked[b][idx] = True
+            out[b] = idx
+        return out
+
+    def _latent_chunk(self, seq, embeds, layout, offsets, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embeddings [z_t, h_t] (or the configured variant) appended by latent step t, and their mask."""
+        B, D = embeds.shape[0], embeds.shape[-1]
+        h = seq.last_hidden  # (B, D) the fed-back hidden state
+        if self.config.latent_grad == "detach":
+            h = h.detach()
+        if not self.config.latent_text:
+            h = self.backbone.embed_tokens(
+                torch.full((B,), self.backbone.tokens.latent, device=embeds.device, dtype=torch.long)
+            )
+        h = h[:, None].to(embeds.dtype)  # (B, 1, D)
+        k = self.config.k_effective
+        if k:
+            pos = torch.stack([layout.image_pos[b][offsets[b]] for b in range(B)])  # (B, K)
+            z = embeds.gather(1, pos[..., None].expand(B, k, D))  # (B, K, D) selected image embeddings
+            chunk = torch.cat([z, h] if self.config.order == "vision_first" else [h, z], 1)
+        else:
+            chunk = h
+        active = torch.tensor([nb >= t for nb in layout.n], device=embeds.device)
+        return chunk, active[:, None].expand(B, chunk.shape[1])
+
+    def _run_latents(self, batch: LatentBatch):
+        """Prefill and all latent steps but the last chunk, which is returned unrun (it is run together with the
+        rest). Returns (seq, layout, pending chunk or None, its mask, selections)."""
+        layout = self._layout(batch)
+        seq, embeds, scores = self._prefill(batch, layout)
+        B = batch.input_ids.shape[0]
+        picked = [torch.zeros(len(pos), dtype=torch.bool, device=embeds.device) for pos in layout.image_pos]
+        selected: list[list[list[int]]] = [[] for _ in range(B)]
+        pending = pending_mask = None
+        for t in range(1, layout.n_max + 1):
+            active = [nb >= t for nb in layout.n]
+            offsets = None
+            if self.config.k_effective:
+                offsets = self._select(scores, layout, picked, active)
+                for b in range(B):
+                    if active[b]:
+                        selected[b].append(offsets[b].tolist())
+            chunk, chunk_mask = self._latent_chunk(seq, embeds, layout, offsets, t)
+            if t == layout.n_max:
+                pending, pending_mask = chunk, chunk_mask
+            else:
+                _, scores = seq.forward(chunk, chunk_mask, record=self.config.k_effective > 0)
+        return seq, layout, pending, pending_mask, selected
+
+    def _run_rest(self, seq: _Sequence, layout: _Layout, pending, pending_mask):
+        """Run [pending latent chunk, rest] in one forward. Returns the (B, R, D) hidden states that predict each
+        rest token (the state one real position before it)."""
+        rest = self.backbone.embed_tokens(layout.rest_ids)
+        parts = [rest] if pending is None else [pending, rest]
+        masks = [layout.rest_mask] if pending is None else [pending_mask.long(), layout.rest_mask]
+        if sum(x.shape[1] for x in parts) == 0:
+            return rest[:, :0]
+        chunk, mask = torch.cat(parts, 1), torch.cat(masks, 1)
+        before = seq.last_hidden
+        hidden, _ = seq.forward(chunk, mask)
+        P = 0 if pending is None else pending.shape[1]
+        # the state before rest token 0: the pending chunk's last row if the sample had it, else the earlier state
+        if pending is None:
+            first = before
+        else:
+            first = torch.where(pending_mask[:, -1:].bool(), hidden[:, P - 1], before)
+        return torch.cat([first[:, None], hidden[:, P:-1]], 1) if layout.rest_ids.shape[1] else hidden[:, :0]
+
+    # ------------------------------------------------------------------------------------------- public
+    def forward(self, batch: LatentBatch) -> TrainOutput:
+        """Training forward: the cross-entropy of the tokens after the latent slots, teacher-forced.
+
+        Raises ValueError for a batch whose latent slots do not align, whose labels reach into the prompt, or
+        that asks for more image tokens (K x n) than a sample's image has.
+        """
+        if batch.labels is None:
+            raise ValueError("forward needs labels (use generate for inference)")
+        seq, layout, pending, pending_mask, selected = self._run_latents(batch)
+        pred = self._run_rest(seq, layout, pending, pending_mask)  # (B, R, D)
+        target = layout.rest_labels
+        keep = target != -100
+        logits = self.backbone.logits(pred[keep])  # (N, V): only the supervised rows, never the latent passes
+        n_tokens = int(keep.sum())
+        loss = F.cross_entropy(logits.float(), target[keep]) if n_tokens else logits.sum() * 0.0
+        return TrainOutput(loss=loss, logits=logits, n_tokens=n_tokens, selected=selected)
+
+    @torch.no_grad()
+    def generate(self, batch: LatentBatch, max_new_tokens: int = 16) -> GenerationOutput:
+        """Latent steps, then greedy decoding with a per-sample eos stop.
+
+        The prompt (and its latent slots) must be left-padded so the first latent slot aligns; anything after
+        the latent slots in the prompt (e.g. Chameleon's separator) is teacher-forced before decoding.
+        """
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        seq, layout, pending, pending_mask, selected = self._run_latents(batch)
+        self._run_rest(seq, layout, pending, pending_mask)
+        tokens = self.backbone.tokens
+        B = batch.input_ids.shape[0]
+        device = batch.input_ids.device
+        out = torch.full((B, max_new_tokens), tokens.pad, dtype=torch.long, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        first_logits = logits = self.backbone.logits(seq.last_hidden)  # (B, V)
+        for step in range(max_new_tokens):
+            nxt = logits.argmax(-1)  # (B,) greedy
+            out[:, step] = torch.where(done, tokens.pad, nxt)
+            lengths += (~done).long()
+            done = done | (nxt == tokens.eos)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            hidden, _ = seq.forward(self.backbone.embed_tokens(nxt[:, None]), torch.ones(B, 1, device=device))
+            logits = self.backbone.logits(hidden[:, -1])
+        n = int(lengths.max())
+        return GenerationOutput(out[:, :n], lengths.tolist(), selected, first_logits)
