@@ -1,0 +1,590 @@
+"""Synthetic visual multi-step reasoning benchmark ("arrow grids"), written in M3CoT's schema.
+
+Each image is a ``grid x grid`` board of coloured cells, one cell per Qwen2-VL merged image token (28 px = two
+14 px patches merged 2x2), so a 3x3 board is an 84x84 image and 9 image tokens. Exactly one cell is white; cells
+carry black arrows pointing up, down, left or right, always at a neighbour inside the board. Every question
+starts at the white cell and follows ``hops`` arrows, then asks about the cell it reaches:
+
+- ``arrow-colour``    (domain ``synthetic-navigation``): what colour is that cell?
+- ``arrow-direction`` (domain ``synthetic-navigation``): which way does that cell's own arrow point?
+- ``colour-count``    (domain ``synthetic-counting``):   how many cells on the board have that cell's colour?
+
+The rationale has exactly three sentences joined by ". " (the IVT-LR splitter turns it into three steps), each
+reading a different part of the image; the last one also names the option letter ("... and blue is option (C)")
+so that the content-to-letter mapping is an explicit, learnable step. See docs/synthetic-task.md for the design.
+
+This module generates, renders and saves the data (``generate``, ``synth_main``); it is not the task object that
+formats prompts and scores answers (that lives in ``ivtlr.tasks``). Everything is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import random
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from PIL import Image, ImageDraw
+
+# Colour names in the order they enter the palette (--n-colors takes a prefix). Light enough for black arrows.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (60, 120, 240),
+    "yellow": (240, 210, 40),
+    "purple": (150, 80, 200),
+    "orange": (245, 140, 30),
+    "pink": (245, 130, 190),
+    "cyan": (60, 210, 220),
+    "brown": (150, 95, 50),
+    "gray": (150, 150, 150),
+}
+START_COLOUR = "white"
+START_RGB = (255, 255, 255)
+ARROW_RGB = (0, 0, 0)
+BORDER_RGB = (60, 60, 60)
+DIRECTIONS = ("up", "down", "left", "right")
+_OFFSET = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}  # (d_row, d_col)
+KINDS = ("arrow-colour", "arrow-direction", "colour-count")
+DOMAIN = {
+    "arrow-colour": "synthetic-navigation",
+    "arrow-direction": "synthetic-navigation",
+    "colour-count": "synthetic-counting",
+}
+LETTERS = "ABCDEFGHIJ"
+SPLITS = ("train", "test")
+
+
+@dataclass
+class SynthConfig:
+    """Difficulty knobs of the arrow-grid benchmark (all CLI flags of ``ivtlr data synth`` except out/n/seed)."""
+
+    grid: int = 3
+    """Board side in cells (the image has grid*grid cells = image tokens). 3 learns in minutes on 2 CPU cores."""
+    cell: int = 28
+    """Cell side in pixels. 28 px = one Qwen2-VL merged token (14 px patches, 2x2 merge); keep it for Qwen2-VL."""
+    image_size: int | None = None
+    """Image side in pixels; when given it must be a multiple of grid and sets cell = image_size // grid."""
+    n_colors: int = 6
+    """How many cell colours (a prefix of PALETTE, at most 10); white is reserved for the start cell."""
+    hops: int = 2
+    """Arrows to follow from the white cell (>= 2, so that no single read of the image answers the question)."""
+    distractors: int | None = None
+    """Arrows drawn off the followed path (each a random in-board direction); None: every cell has an arrow."""
+    n_choices: int = 4
+    """Options per question (2..4); the answer letter is balanced over them."""
+    kinds: tuple[str, ...] = KINDS
+    """Question kinds to mix (balanced): any of arrow-colour, arrow-direction, colour-count."""
+
+    def __post_init__(self) -> None:
+        self.kinds = tuple(self.kinds)
+        if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 2:
+            raise ValueError(f"grid must be an integer >= 2, got {self.grid!r}")
+        if self.image_size is not None:
+            if self.image_size < self.grid or self.image_size % self.grid:
+                raise ValueError(f"image_size={self.image_size} must be a positive multiple of grid={self.grid}")
+            self.cell = self.image_size // self.grid
+        if self.cell < 8:
+            raise ValueError(f"cell must be >= 8 pixels to draw an arrow, got {self.cell}")
+        self.image_size = self.grid * self.cell
+        if not 2 <= self.n_colors <= len(PALETTE):
+            raise ValueError(f"n_colors must be in 2..{len(PALETTE)}, got {self.n_colors}")
+        if not 2 <= self.n_choices <= len(DIRECTIONS):
+            raise ValueError(f"n_choices must be in 2..{len(DIRECTIONS)}, got {self.n_choices}")
+        if self.hops < 2:
+            raise ValueError(f"hops must be >= 2 (the answer needs two reads of the image), got {self.hops}")
+        if self.hops > self.grid * self.grid - 1:
+            raise ValueError(f"hops={self.hops} cannot fit a non-repeating path on a {self.grid}x{self.grid} grid "
+                             f"(at most {self.grid * self.grid - 1})")
+        if self.distractors is not None and self.distractors < 0:
+            raise ValueError(f"distractors must be >= 0 or None (all cells), got {self.distractors}")
+        if not self.kinds or any(k not in KINDS for k in self.kinds) or len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"kinds must be distinct names among {KINDS}, got {self.kinds}")
+        if "arrow-colour" in self.kinds and self.n_colors < self.n_choices:
+            raise ValueError(f"arrow-colour needs n_colors >= n_choices, got {self.n_colors} < {self.n_choices}")
+        if "colour-count" in self.kinds and self.max_count < self.n_choices:
+            raise ValueError(f"colour-count needs grid*grid-1 >= n_choices coloured cells, got "
+                             f"{self.grid * self.grid - 1} < {self.n_choices}")
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        return tuple(PALETTE)[: self.n_colors]
+
+    @property
+    def max_count(self) -> int:
+        """Largest answer of colour-count: counts are drawn uniformly from 1..max_count."""
+        return min(self.grid * self.grid - 1, max(self.n_choices, self.grid + 1))
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A board: row-major cell colours (the start cell is "white") and arrows (a direction or None)."""
+
+    grid: int
+    colours: tuple[str, ...]
+    arrows: tuple[str | None, ...]
+
+    @property
+    def start(self) -> int:
+        return self.colours.index(START_COLOUR)
+
+    def neighbour(self, cell: int, direction: str) -> int | None:
+        return _neighbour(cell, direction, self.grid)
+
+    def follow(self, hops: int) -> list[int]:
+        """Cells visited from the white cell following ``hops`` arrows (start included). Errors on a dead end."""
+        path = [self.start]
+        for _ in range(hops):
+            d = self.arrows[path[-1]]
+            nxt = None if d is None else self.neighbour(path[-1], d)
+            if nxt is None:
+                raise ValueError(f"cell {path[-1]} has no arrow into the board")
+            path.append(nxt)
+        return path
+
+
+@dataclass(frozen=True)
+class Example:
+    """One generated question: its scene plus every M3CoT text field."""
+
+    scene: Scene
+    kind: str
+    hops: int
+    question: str
+    choices: tuple[str, ...]
+    answer: str  # letter
+    rationale: str
+    path: tuple[int, ...] = field(default=())
+
+
+def solve(scene: Scene, kind: str, hops: int) -> str:
+    """The answer's content (a colour word, a direction or a count as digits), read off the scene from scratch."""
+    end = scene.follow(hops)[-1]
+    if kind == "arrow-colour":
+        return scene.colours[end]
+    if kind == "arrow-direction":
+        if scene.arrows[end] is None:
+            raise ValueError("the reached cell has no arrow")
+        return scene.arrows[end]
+    if kind == "colour-count":
+        return str(scene.colours.count(scene.colours[end]))
+    raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation
+
+
+def _neighbour(cell: int, direction: str, grid: int) -> int | None:
+    r, c = divmod(cell, grid)
+    dr, dc = _OFFSET[direction]
+    r, c = r + dr, c + dc
+    return r * grid + c if 0 <= r < grid and 0 <= c < grid else None
+
+
+def _in_board_directions(cell: int, grid: int) -> list[str]:
+    return [d for d in DIRECTIONS if _neighbour(cell, d, grid) is not None]
+
+
+def _balanced(key: str, index: int, n: int) -> int:
+    """Index in 0..n-1, exactly balanced over each block of n consecutive indices (block order shuffled)."""
+    block, pos = divmod(index, n)
+    perm = list(range(n))
+    random.Random(f"{key}/{block}").shuffle(perm)
+    return perm[pos]
+
+
+def _sample_path(rng: random.Random, grid: int, hops: int, final_dir: str | None) -> tuple[list[int], list[str]]:
+    """A self-avoiding path of hops moves from a random start (randomised DFS); the last cell admits final_dir."""
+    starts = list(range(grid * grid))
+    rng.shuffle(starts)
+
+    def extend(path: list[int], dirs: list[str]) -> bool:
+        if len(dirs) == hops:
+            return final_dir is None or _neighbour(path[-1], final_dir, grid) is not None
+        options = [d for d in DIRECTIONS if (n := _neighbour(path[-1], d, grid)) is not None and n not in path]
+        rng.shuffle(options)
+        for d in options:
+            path.append(_neighbour(path[-1], d, grid))
+            dirs.append(d)
+            if extend(path, dirs):
+                return True
+            path.pop()
+            dirs.pop()
+        return False
+
+    for s in starts:
+        path, dirs = [s], []
+        if extend(path, dirs):
+            return path, dirs
+    raise ValueError(f"no path of {hops} hops fits a {grid}x{grid} grid")
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def _place_choices(rng: random.Random, answer: str, distractors: Sequence[str], letter: int) -> tuple[str, ...]:
+    others = list(distractors)
+    rng.shuffle(others)
+    others.insert(letter, answer)
+    return tuple(others)
+
+
+def _colour_distractors(rng: random.Random, cfg: SynthConfig, colours: Sequence[str], answer: str,
+                        near: Sequence[str]) -> list[str]:
+    """n_choices-1 other palette colours: near misses first, then colours on the board, then the rest."""
+    present = sorted({c for c in colours if c not in (answer, START_COLOUR)}, key=cfg.colours.index)
+    absent = [c for c in cfg.colours if c not in present and c != answer]
+    rng.shuffle(present)
+    rng.shuffle(absent)
+    pool: list[str] = []
+    for c in [*near, *present, *absent]:
+        if c != answer and c != START_COLOUR and c not in pool:
+            pool.append(c)
+    return pool[: cfg.n_choices - 1]
+
+
+def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str | None = None) -> Example:
+    """Generate example ``index`` of ``split``: a pure function of (cfg, seed, split, index).
+
+    Args:
+        cfg: difficulty knobs.
+        seed: dataset seed.
+        split: any name; "train" and "test" draw independent streams.
+        index: position in the split. The kind and the answer letter are balanced over consecutive indices.
+        kind: force a kind instead of the balanced choice (used for the docs' examples).
+    Returns:
+        The Example (scene, question, choices, answer letter, 3-sentence rationale).
+    """
+    key = f"ivtlr-synth/{seed}/{split}"
+    kind = kind or cfg.kinds[_balanced(f"{key}/kind", index, len(cfg.kinds))]
+    letter = _balanced(f"{key}/letter", index, cfg.n_choices)
+    rng = random.Random(f"{key}/{index}")
+    g, n_cells = cfg.grid, cfg.grid * cfg.grid
+    palette = cfg.colours
+
+    final_dir = rng.choice(DIRECTIONS) if kind == "arrow-direction" else None
+    path, dirs = _sample_path(rng, g, cfg.hops, final_dir)
+    start, end = path[0], path[-1]
+
+    # Arrows: the followed ones, the reached cell's own (arrow-direction), then distractors off the path.
+    arrows: list[str | None] = [None] * n_cells
+    for cell, d in zip(path, dirs):
+        arrows[cell] = d
+    if final_dir is not None:
+        arrows[end] = final_dir
+    free = [c for c in range(n_cells) if arrows[c] is None]
+    rng.shuffle(free)
+    n_extra = len(free) if cfg.distractors is None else min(cfg.distractors, len(free))
+    for c in free[:n_extra]:
+        arrows[c] = rng.choice(_in_board_directions(c, g))
+
+    # Colours. The target colour and count are drawn first so that answers are uniform over their vocabulary.
+    colours: list[str] = [""] * n_cells
+    colours[start] = START_COLOUR
+    others = [c for c in range(n_cells) if c not in (start, end)]
+    if kind == "arrow-colour":
+        target = rng.choice(palette)
+        colours[end] = target
+        for c in path[1:-1]:  # stopping early must give a wrong colour
+            colours[c] = rng.choice([p for p in palette if p != target])
+        for c in others:
+            if not colours[c]:
+                colours[c] = rng.choice(palette)
+    elif kind == "colour-count":
+        target = rng.choice(palette)
+        count = rng.randint(1, cfg.max_count)
+        colours[end] = target
+        same = set(rng.sample(others, count - 1))
+        for c in others:
+            colours[c] = target if c in same else rng.choice([p for p in palette if p != target])
+    else:
+        for c in others + [end]:
+            colours[c] = rng.choice(palette)
+    scene = Scene(g, tuple(colours), tuple(arrows))
+
+    # Text. Step 1 reads the start cell, step 2 the cells on the way, step 3 the reached cell (or the whole board).
+    hop_phrases = [f"{_article(colours[c])} {colours[c]} cell" for c in path[1:]]
+    step1 = f"The white cell has an arrow pointing {dirs[0]}"
+    lead = "Start at the white cell and follow {} arrows".format(cfg.hops)
+    if kind == "colour-count":
+        answer = str(scene.colours.count(colours[end]))
+        distractors = rng.sample([str(k) for k in range(1, cfg.max_count + 1) if str(k) != answer], cfg.n_choices - 1)
+        question = f"{lead}. How many cells have the colour of the cell you reach?"
+        step2 = "It leads to " + "".join(
+            p + (f" whose arrow points {dirs[i + 1]} to " if i + 1 < len(hop_phrases) else "")
+            for i, p in enumerate(hop_phrases))
+        noun = "cell" if answer == "1" else "cells"
+        verb = "is" if answer == "1" else "are"
+        step3 = f"There {verb} {answer} {colours[end]} {noun}"
+    else:
+        step2 = "It leads to " + ", then to ".join(
+            f"{p} whose arrow points {dirs[i + 1]}" for i, p in enumerate(hop_phrases[:-1]))
+        if kind == "arrow-colour":
+            answer = colours[end]
+            after = scene.neighbour(end, arrows[end]) if arrows[end] else None
+            near = [colours[path[-2]]] + ([colours[after]] if after is not None else [])
+            distractors = _colour_distractors(rng, cfg, colours, answer, near)
+            question = f"{lead}. What colour is the cell you reach?"
+            step3 = f"It leads to {hop_phrases[-1]}"
+        else:
+            answer = final_dir
+            distractors = rng.sample([d for d in DIRECTIONS if d != answer], cfg.n_choices - 1)
+            question = f"{lead}. Which way does the arrow in the cell you reach point?"
+            step3 = f"It leads to {hop_phrases[-1]} whose arrow points {answer}"
+    choices = _place_choices(rng, answer, distractors, letter)
+    step3 += f", and {answer} is option ({LETTERS[letter]})"
+    rationale = f"{step1}. {step2}. {step3}."
+    assert solve(scene, kind, cfg.hops) == answer, "generator and solver disagree"
+    return Example(scene, kind, cfg.hops, question, choices, LETTERS[letter], rationale, tuple(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _arrow_polygon(x0: int, y0: int, s: int, direction: str) -> list[tuple[float, float]]:
+    # (u along the arrow, v across it) in cell units around the centre; the head half carries ~2x the ink of the
+    # shaft half, so the direction is visible to a patch-level encoder, not only to the eye.
+    uv = [(-0.32, -0.08), (0.0, -0.08), (0.0, -0.28), (0.36, 0.0), (0.0, 0.28), (0.0, 0.08), (-0.32, 0.08)]
+    cx, cy = x0 + s / 2, y0 + s / 2
+    to_xy = {"right": lambda u, v: (u, v), "left": lambda u, v: (-u, v),
+             "down": lambda u, v: (v, u), "up": lambda u, v: (v, -u)}[direction]
+    return [(cx + dx * s, cy + dy * s) for dx, dy in (to_xy(u, v) for u, v in uv)]
+
+
+def render(scene: Scene, cell: int = 28) -> Image.Image:
+    """Draw the scene: an RGB image of side grid*cell, one filled cell per grid position with a 1 px border."""
+    size = scene.grid * cell
+    img = Image.new("RGB", (size, size), BORDER_RGB)
+    draw = ImageDraw.Draw(img)
+    for i, (colour, arrow) in enumerate(zip(scene.colours, scene.arrows)):
+        r, c = divmod(i, scene.grid)
+        x0, y0 = c * cell, r * cell
+        rgb = START_RGB if colour == START_COLOUR else PALETTE[colour]
+        draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=rgb, outline=BORDER_RGB)
+        if arrow is not None:
+            draw.polygon(_arrow_polygon(x0, y0, cell, arrow), fill=ARROW_RGB)
+    return img
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")  # no timestamps or other varying chunks: same image, same bytes
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset
+
+
+def m3cot_features():
+    """The ``datasets.Features`` of M3CoT (LightChen2333/M3CoT), which this benchmark reproduces exactly."""
+    from datasets import Features, Image as ImageFeature, Sequence, Value
+
+    return Features({
+        "id": Value("string"),
+        "category": Value("string"),
+        "image_id": Value("string"),
+        "question": Value("string"),
+        "choices": Sequence(Value("string")),
+        "context": Value("string"),
+        "answer": Value("string"),
+        "rationale": Value("string"),
+        "split": Value("string"),
+        "image": ImageFeature(),
+        "domain": Value("string"),
+        "topic": Value("string"),
+    })
+
+
+def to_record(ex: Example, split: str, index: int, cell: int) -> dict:
+    """The M3CoT row of an example (the image as PNG bytes)."""
+    uid = f"synth-{split}-{index:06d}"
+    return {
+        "id": uid,
+        "category": f"grid{ex.scene.grid}-hops{ex.hops}",
+        "image_id": uid,
+        "question": ex.question,
+        "choices": list(ex.choices),
+        "context": "",
+        "answer": ex.answer,
+        "rationale": ex.rationale,
+        "split": split,
+        "image": {"bytes": _png_bytes(render(ex.scene, cell)), "path": None},
+        "domain": DOMAIN[ex.kind],
+        "topic": ex.kind,
+    }
+
+
+def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 0, **difficulty):
+    """Generate the benchmark and save it with ``DatasetDict.save_to_disk``.
+
+    Args:
+        out_dir: where to save (the splits plus ``synth_config.json``); None only builds it in memory.
+        n_train, n_test: split sizes (>= 1).
+        seed: the same seed and knobs give byte-identical data.
+        **difficulty: SynthConfig fields (grid, cell, image_size, n_colors, hops, distractors, n_choices, kinds).
+    Returns:
+        ``datasets.DatasetDict`` with splits "train" and "test" in M3CoT's Features.
+    Raises:
+        ValueError: bad sizes or knobs; TypeError: an unknown knob.
+    """
+    from datasets import Dataset, DatasetDict
+
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+    known = {f.name for f in dataclasses.fields(SynthConfig)}
+    if unknown := sorted(set(difficulty) - known):
+        raise TypeError(f"unknown difficulty knob(s) {unknown}; expected some of {sorted(known)}")
+    cfg = SynthConfig(**difficulty)
+    features = m3cot_features()
+    splits = {}
+    for split, n in zip(SPLITS, (n_train, n_test)):
+        rows = [to_record(make_example(cfg, seed, split, i), split, i, cfg.cell) for i in range(n)]
+        columns = {k: [r[k] for r in rows] for k in features}
+        splits[split] = Dataset.from_dict(columns, features=features)
+    dd = DatasetDict(splits)
+    if out_dir is not None:
+        out = Path(out_dir)
+        dd.save_to_disk(str(out))
+        resolved = {"seed": seed, "n_train": n_train, "n_test": n_test, **dataclasses.asdict(cfg)}
+        (out / "synth_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    return dd
+
+
+def text_corpus(n: int = 2000, seed: int = 0, **difficulty) -> Iterator[str]:
+    """Questions, option texts and rationales of n train examples (no images): tokenizer training text."""
+    cfg = SynthConfig(**difficulty)
+    for i in range(n):
+        ex = make_example(cfg, seed, "train", i)
+        yield ex.question
+        yield from ex.choices
+        yield ex.rationale
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One --flag per dataclass field, typed from its annotation, help from its docstring."""
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    for f in dataclasses.fields(cls):
+        hint, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        helptext = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
+        if typing.get_origin(hint) is tuple:
+            parser.add_argument(flag, type=lambda s: tuple(p for p in s.split(",") if p), default=default,
+                                help=helptext + " Comma-separated.", metavar="A,B")
+        elif hint == int | None:
+            parser.add_argument(flag, type=_int_or_none, default=default, help=helptext, metavar="N|none")
+        elif hint in (int, float, str):
+            parser.add_argument(flag, type=hint, default=default, help=helptext)
+        else:  # pragma: no cover - guards against adding a field of a type the CLI cannot parse
+            raise TypeError(f"no CLI parser for {cls.__name__}.{f.name}: {hint}")
+
+
+def _int_or_none(s: str) -> int | None:
+    return None if s.lower() in ("none", "all") else int(s)
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Field docstrings (the string literal right after each field) from the class source."""
+    import inspect
+
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): " ".join(m.group(2).split())
+            for m in re.finditer(r'^\s+(\w+): [^\n]+\n\s+"""(.*?)"""', src, re.S | re.M)}
+
+
+def synth_main(argv: list[str]) -> int:
+    """``ivtlr data synth --out DIR --n-train N --n-test M --seed S [knobs]``: generate and save the benchmark."""
+    parser = argparse.ArgumentParser(
+        prog="ivtlr data synth",
+        description="Generate the synthetic arrow-grid benchmark (M3CoT schema) and save it with save_to_disk.")
+    parser.add_argument("--out", required=True, help="output directory (load it with datasets.load_from_disk)")
+    parser.add_argument("--n-train", type=int, default=5000, help="train examples (default: 5000)")
+    parser.add_argument("--n-test", type=int, default=500, help="test examples (default: 500)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_config_flags(parser, SynthConfig)
+    args = vars(parser.parse_args(argv))
+    out, n_train, n_test, seed = args.pop("out"), args.pop("n_train"), args.pop("n_test"), args.pop("seed")
+    try:
+        dd = generate(out, n_train, n_test, seed, **args)
+    except ValueError as e:
+        parser.error(str(e))
+    cfg = json.loads((Path(out) / "synth_config.json").read_text())
+    print(f"wrote {out}: train {len(dd['train'])}, test {len(dd['test'])} "
+          f"({cfg['grid']}x{cfg['grid']} grid, {cfg['image_size']} px, hops {cfg['hops']}, kinds {','.join(cfg['kinds'])})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Documentation examples
+
+DOC_EXAMPLES: tuple[tuple[str, dict], ...] = (
+    ("arrow-colour", {}),
+    ("arrow-direction", {}),
+    ("colour-count", {}),
+    ("arrow-colour", {"grid": 4, "hops": 3}),
+)
+_DOC_BEGIN, _DOC_END = "<!-- examples:begin -->", "<!-- examples:end -->"
+
+
+def render_examples(img_dir: str | Path, seed: int = 0, scale: int = 4) -> str:
+    """Write docs/img/synth-{1..4}.png (scaled up ``scale`` times) and return their markdown (links to img/...)."""
+    img_dir = Path(img_dir)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for k, (kind, knobs) in enumerate(DOC_EXAMPLES, start=1):
+        cfg = SynthConfig(**knobs)
+        ex = make_example(cfg, seed, "docs", k, kind=kind)
+        img = render(ex.scene, cfg.cell)
+        img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(img_dir / f"synth-{k}.png")
+        options = "  ".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(ex.choices))
+        parts.append(
+            f"### Example {k}: `{kind}` ({DOMAIN[kind]}), {cfg.grid}x{cfg.grid} grid, {cfg.hops} hops\n\n"
+            f"![example {k}](img/synth-{k}.png)\n\n"
+            f"- question: {ex.question}\n- choices: {options}\n- rationale: {ex.rationale}\n- answer: {ex.answer}\n")
+    return "\n".join(parts)
+
+
+def update_docs(doc_path: str | Path = "docs/synthetic-task.md") -> None:
+    """Re-render the examples next to ``doc_path`` (img/) and rewrite the block between the example markers."""
+    doc = Path(doc_path)
+    text = doc.read_text()
+    if _DOC_BEGIN not in text or _DOC_END not in text:
+        raise ValueError(f"{doc} lacks the markers {_DOC_BEGIN} ... {_DOC_END}")
+    block = render_examples(doc.parent / "img")
+    head, rest = text.split(_DOC_BEGIN, 1)
+    _, tail = rest.split(_DOC_END, 1)
+    doc.write_text(f"{head}{_DOC_BEGIN}\n{block}{_DOC_END}{tail}")
+
+
+def doc_block(doc_path: str | Path) -> str:
+    """The examples block currently in ``doc_path`` (what ``render_examples`` must return to be in sync)."""
+    text = Path(doc_path).read_text()
+    return text.split(_DOC_BEGIN, 1)[1].split(_DOC_END, 1)[0].removeprefix("\n")
+
+
+if __name__ == "__main__":
+    # python -m ivtlr.data.synth update-docs [docs/synthetic-task.md]   (re-render the documentation examples)
+    # python -m ivtlr.data.synth --out DIR ...                           (same as `ivtlr data synth`)
+    if sys.argv[1:2] == ["update-docs"]:
+        update_docs(*sys.argv[2:3])
+        raise SystemExit(0)
+    raise SystemExit(synth_main(sys.argv[1:]))
