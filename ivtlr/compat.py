@@ -95,20 +95,95 @@ def load_authors_state_dict(model: nn.Module, path: str | Path, model_type: str)
     or of the wrong shape (e.g. a Chameleon checkpoint into a Qwen2-VL model, or a different LoRA rank).
     """
     sd = remap_authors_keys(read_state_dict(path), model_type)
-    own = model.state_dict()
+    _check_keys(model.state_dict(), sd, path, model_type)
+    model.load_state_dict(sd, strict=True)
+
+
+def _check_keys(own: dict, sd: dict, path, model_type: str) -> None:
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
-    if missing or unexpected or wrong:
-        def head(keys):
-            return ", ".join(keys[:3]) + (f" ... ({len(keys)} in all)" if len(keys) > 3 else "")
+    if not (missing or unexpected or wrong):
+        return
 
-        parts = []
-        if missing:
-            parts.append(f"missing {head(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {head(unexpected)}")
-        if wrong:
-            parts.append("shape mismatch " + ", ".join(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]))
-        raise CheckpointError(f"{path} does not fit a '{model_type}' model: " + "; ".join(parts))
-    model.load_state_dict(sd, strict=True)
+    def head(keys):
+        return ", ".join(keys[:3]) + (f" ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"missing {head(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {head(unexpected)}")
+    if wrong:
+        parts.append("shape mismatch " + ", ".join(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]))
+    raise CheckpointError(f"{path} does not fit a '{model_type}' model: " + "; ".join(parts))
+
+
+# --------------------------------------------------------------------------------------- whole models
+AUTHORS_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def language_model_lora_pattern(targets=AUTHORS_LORA_TARGETS) -> str:
+    """A PEFT ``target_modules`` regex matching the projections of the language model's layers only.
+
+    Given as bare names, Qwen2.5-VL's vision MLP (``gate_proj/up_proj/down_proj``) would be wrapped too.
+    """
+    return r"(?:.*\.)?(?:language_model\.layers|model\.layers)\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(targets) + ")"
+
+
+def lora_config(r: int = 64, alpha: float = 16, dropout: float = 0.05, targets=AUTHORS_LORA_TARGETS):
+    """The authors' LoRA set-up (r 64, alpha 16, dropout 0.05, language-model projections only)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                      target_modules=language_model_lora_pattern(targets), task_type="CAUSAL_LM")
+
+
+def load_authors_checkpoint(
+    checkpoint: str | Path,
+    config_source: str | Path,
+    lora_alpha: float = 16,
+    lora_dropout: float = 0.05,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """Build a model from a config and load an authors' checkpoint into it (LoRA kept as a PEFT adapter).
+
+    Args:
+        checkpoint: the ``.pth``/``.safetensors`` state dict saved by the authors' wrapper (it holds every
+            weight, so the base weights are never loaded: only the config is read).
+        config_source: where the model config comes from: a hub id (``Qwen/Qwen2-VL-7B-Instruct``) or a local
+            folder with ``config.json`` (e.g. a fixture in the authors' 4.51 layout).
+        lora_alpha, lora_dropout: not stored in the state dict; defaults are the authors'. The rank is read
+            from the checkpoint.
+    Returns:
+        the model in eval mode (a ``PeftModel`` when the checkpoint has LoRA weights).
+    Raises:
+        CheckpointError when the checkpoint does not fit the config (model type, sizes, missing keys).
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(config_source)
+    raw = read_state_dict(checkpoint)
+    model_type = config.model_type
+    sd = remap_authors_keys(raw, model_type)
+    emb = next((v for k, v in sd.items() if k.endswith("embed_tokens.weight") or k.endswith("embed_tokens.base_layer.weight")), None)
+    if emb is None:
+        raise CheckpointError(f"{checkpoint}: no token embedding table found; is it an IVT-LR checkpoint?")
+    text_config = config.get_text_config()
+    if text_config.vocab_size != emb.shape[0]:  # the latent tokens were added: vocabulary grows
+        text_config.vocab_size = emb.shape[0]
+        config.vocab_size = emb.shape[0]
+    from accelerate import init_empty_weights
+
+    # parameters on the meta device (no random init of 7B weights), buffers (rotary tables) computed for real
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    rank = lora_rank(sd)
+    if rank is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(rank, lora_alpha, lora_dropout))
+    own = model.state_dict()
+    _check_keys(own, sd, checkpoint, model_type)
+    model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
+    return model.eval()

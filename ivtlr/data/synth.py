@@ -110,8 +110,8 @@ class SynthConfig:
         if "arrow-colour" in self.kinds and self.n_colors < self.n_choices:
             raise ValueError(f"arrow-colour needs n_colors >= n_choices, got {self.n_colors} < {self.n_choices}")
         if "colour-count" in self.kinds and self.max_count < self.n_choices:
-            raise ValueError(f"colour-count needs grid*grid-1 >= n_choices coloured cells, got "
-                             f"{self.grid * self.grid - 1} < {self.n_choices}")
+            raise ValueError(f"colour-count needs grid*grid-hops >= n_choices cells off the path, got "
+                             f"{self.grid * self.grid - self.hops} < {self.n_choices}")
 
     @property
     def colours(self) -> tuple[str, ...]:
@@ -119,8 +119,9 @@ class SynthConfig:
 
     @property
     def max_count(self) -> int:
-        """Largest answer of colour-count: counts are drawn uniformly from 1..max_count."""
-        return min(self.grid * self.grid - 1, max(self.n_choices, self.grid + 1))
+        """Largest answer of colour-count: counts are drawn uniformly from 1..max_count (the reached cell plus
+        cells off the followed path)."""
+        return min(self.grid * self.grid - self.hops, max(self.n_choices, self.grid + 1))
 
 
 @dataclass(frozen=True)
@@ -202,13 +203,16 @@ def _balanced(key: str, index: int, n: int) -> int:
 
 
 def _sample_path(rng: random.Random, grid: int, hops: int, final_dir: str | None) -> tuple[list[int], list[str]]:
-    """A self-avoiding path of hops moves from a random start (randomised DFS); the last cell admits final_dir."""
+    """A self-avoiding path of hops moves from a random start (randomised DFS).
+
+    With final_dir, the reached cell must be able to point that way, and the last move must point elsewhere (so that
+    stopping one hop early gives a wrong answer)."""
     starts = list(range(grid * grid))
     rng.shuffle(starts)
 
     def extend(path: list[int], dirs: list[str]) -> bool:
-        if len(dirs) == hops:
-            return final_dir is None or _neighbour(path[-1], final_dir, grid) is not None
+        if len(dirs) == hops:  # the reached cell's own arrow must stay in the board and differ from the last move
+            return final_dir is None or (_neighbour(path[-1], final_dir, grid) is not None and dirs[-1] != final_dir)
         options = [d for d in DIRECTIONS if (n := _neighbour(path[-1], d, grid)) is not None and n not in path]
         rng.shuffle(options)
         for d in options:
@@ -303,7 +307,8 @@ def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str 
         target = rng.choice(palette)
         count = rng.randint(1, cfg.max_count)
         colours[end] = target
-        same = set(rng.sample(others, count - 1))
+        off_path = [c for c in others if c not in path]  # cells on the way never share the target colour
+        same = set(rng.sample(off_path, count - 1))
         for c in others:
             colours[c] = target if c in same else rng.choice([p for p in palette if p != target])
     else:
