@@ -156,6 +156,8 @@ class _Sequence:
         """Append a chunk and run it. Returns its (B, t, D) hidden states and, if ``record``, the (B, L) mean
         attention of the chunk's last row over all keys so far."""
         chunk_mask = chunk_mask.long()
+        if positions is None and not record and chunk_mask.shape[1] == 1 and self.use_cache and self.next_pos is not None:
+            return self._decode_step(embeds, chunk_mask), None
         if positions is None:
             positions = self.positions_for(chunk_mask)
         self.mask = chunk_mask if self.mask is None else torch.cat([self.mask, chunk_mask], 1)
@@ -182,6 +184,16 @@ class _Sequence:
             top = positions.amax(0).masked_fill(~real, -1).amax(1) + 1  # (B,)
             self.next_pos = torch.where(has_real, top, self.next_pos) if self.next_pos is not None else top
         return hidden, scores
+
+    def _decode_step(self, embeds: torch.Tensor, chunk_mask: torch.Tensor) -> torch.Tensor:
+        """The common one-token case of ``forward`` without the general bookkeeping (same results)."""
+        positions = self.next_pos[None, :, None]  # (1, B, 1)
+        self.mask = torch.cat([self.mask, chunk_mask], 1)
+        hidden, self.cache = self.backbone.run(embeds, positions, self.mask, self.cache)
+        real = chunk_mask[:, 0].bool()
+        self.last_hidden = torch.where(real[:, None], hidden[:, 0], self.last_hidden)
+        self.next_pos = self.next_pos + real.long()
+        return hidden
 
 
 class LatentEngine:

@@ -457,7 +457,7 @@ def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 
     for split, n in zip(SPLITS, (n_train, n_test)):
         rows = [to_record(make_example(cfg, seed, split, i), split, i, cfg.cell) for i in range(n)]
         columns = {k: [r[k] for r in rows] for k in features}
-        splits[split] = Dataset.from_dict(columns, features=features)
+        splits[split] = Dataset.from_dict(columns, features=features, split=split)
     dd = DatasetDict(splits)
     if out_dir is not None:
         out = Path(out_dir)

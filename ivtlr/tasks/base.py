@@ -327,7 +327,9 @@ class ScoreReport:
             lines.append(f"{name:<{width}}{cells}")
         if verdicts:
             for v in self.verdicts:
-                marks = " ".join(f"{j}={v[j]['prediction']}:{'ok' if v[j]['correct'] else 'wrong'}" for j in self.judges)
+                marks = " ".join(
+                    f"{j}={v[j]['prediction']}:{'ok' if v[j]['correct'] else 'wrong'}" for j in self.judges
+                )
                 lines.append(f"{v['id']}\tanswer={v['answer']}\t{marks}")
         return "\n".join(lines)
 

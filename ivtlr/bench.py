@@ -1,0 +1,215 @@
+"""``ivtlr bench``: what the latent machinery costs, against plain transformers ``generate``.
+
+On a tiny random Qwen2-VL (defaults: hidden 256, 4 layers, 224x224 images = 64 image tokens, 3 latent
+steps, K = 8, 16 new tokens), it times, from the same prompts:
+
+- ``ivtlr``: this engine (prefill, n latent passes of K + 1 embeddings on the KV cache, 16 decoded tokens);
+- ``hf-generate``: plain ``model.generate`` producing n + 16 tokens (the same number of sequential passes);
+- ``recompute``: this engine without the KV cache, the authors' schedule (the whole prefix per latent pass).
+
+Per-question latency at batch 1 and throughput at the batch size; peak memory per method, each measured in a
+fresh process (RSS on CPU, ``max_memory_allocated`` on CUDA). A benchmark, not a test: nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+
+@dataclass
+class BenchConfig:
+    hidden_size: int = 256
+    """Language model width."""
+    num_layers: int = 4
+    """Language model depth."""
+    num_heads: int = 8
+    """Attention heads."""
+    num_kv_heads: int = 2
+    """Key/value heads."""
+    image_size: int = 224
+    """Square image side in pixels (28 px per image token after the 2x2 merge)."""
+    prompt_tokens: int = 40
+    """Text tokens around the image."""
+    latents: int = 3
+    """Latent steps n."""
+    k: int = 8
+    """Image tokens re-inserted per latent step."""
+    new_tokens: int = 16
+    """Tokens decoded after the latent steps."""
+    batch: int = 16
+    """Batch size of the throughput run."""
+    repeats: int = 5
+    """Timed runs per measurement (the median is reported); one warm-up run first."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    dtype: str = "float32"
+    """float32 or bfloat16."""
+    threads: int = 0
+    """CPU threads (0: torch's default)."""
+    train: bool = False
+    """Time one training step instead (not available yet)."""
+
+    def __post_init__(self):
+        if self.image_size % 28:
+            raise ValueError(f"image_size must be a multiple of 28 (one image token per 28x28 pixels), got {self.image_size}")
+        if self.k * self.latents > (self.image_size // 28) ** 2:
+            raise ValueError(f"K x latents = {self.k * self.latents} exceeds the {(self.image_size // 28) ** 2} image tokens")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError("dtype must be float32 or bfloat16")
+
+
+METHODS = ("ivtlr", "hf-generate", "recompute")
+
+
+def _setup(cfg: BenchConfig, never_stop: bool = True):
+    from .backbones import backbone_for
+    from .batching import Sample, collate
+    from .tiny import QwenSpecialIds, TinyQwen2VLSpec, build_tiny_qwen2vl
+
+    ids = QwenSpecialIds(pad=0, eos=1, vision_start=2, vision_end=3, image_pad=4, video_pad=5, latent=8,
+                         start_latent=6, end_latent=7)
+    spec = TinyQwen2VLSpec(hidden_size=cfg.hidden_size, intermediate_size=2 * cfg.hidden_size,
+                           num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads)
+    model = build_tiny_qwen2vl(spec, ids).to(cfg.device, getattr(torch, cfg.dtype))
+    side = cfg.image_size // 14
+    n_img = (cfg.image_size // 28) ** 2
+    g = torch.Generator().manual_seed(0)
+
+    def question(i: int, latents: int) -> Sample:
+        text = torch.randint(10, spec.vocab_size, (cfg.prompt_tokens,), generator=g).tolist()
+        prompt = text[:4] + [ids.vision_start] + [ids.image_pad] * n_img + [ids.vision_end] + text[4:]
+        vision = {"pixel_values": torch.randn(side * side, 1176, generator=g),
+                  "image_grid_thw": torch.tensor([[1, side, side]])}
+        return Sample(prompt + [ids.latent] * latents, len(prompt), vision=vision, id=str(i))
+
+    # eos -1 is never produced, so the engine decodes exactly new_tokens (generate gets min_new_tokens instead)
+    tokens = ids.token_ids()
+    backbone = backbone_for(model, replace(tokens, eos=-1) if never_stop else tokens)
+
+    def batch(size: int, latents: int):
+        b = collate([question(i, latents) for i in range(size)], ids.pad).to(cfg.device)
+        b.vision["pixel_values"] = b.vision["pixel_values"].to(getattr(torch, cfg.dtype))
+        return b
+
+    return backbone, batch
+
+
+def _sync(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _measure(cfg: BenchConfig, method: str) -> dict:
+    """Run in a fresh process: time one method at batch 1 and at ``cfg.batch``; report its peak memory."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    from .engine import LatentConfig, LatentEngine
+
+    backbone, make_batch = _setup(cfg, never_stop=method != "hf-generate")
+    if method == "hf-generate":
+        def run(b):
+            return backbone.hf_generate(b.input_ids, b.attention_mask, b.vision, cfg.latents + cfg.new_tokens)
+        latents = 0
+    else:
+        engine = LatentEngine(backbone, LatentConfig(k=cfg.k, use_cache=method == "ivtlr"))
+
+        def run(b):
+            return engine.generate(b, cfg.new_tokens)
+        latents = cfg.latents
+    out = {}
+    with torch.inference_mode():
+        for size in (1, cfg.batch):
+            b = make_batch(size, latents)
+            run(b)  # warm-up
+            times = []
+            for _ in range(cfg.repeats):
+                _sync(cfg.device)
+                t0 = time.perf_counter()
+                run(b)
+                _sync(cfg.device)
+                times.append(time.perf_counter() - t0)
+            out[f"b{size}_s"] = statistics.median(times)
+    if cfg.device.startswith("cuda"):
+        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["mem_kind"] = "cuda allocated"
+    else:
+        out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out["mem_kind"] = "process RSS"
+    return out
+
+
+def _child(cfg_dict, method, queue):
+    try:
+        queue.put(_measure(BenchConfig(**cfg_dict), method))
+    except Exception as err:  # report instead of hanging the parent
+        queue.put({"error": f"{type(err).__name__}: {err}"})
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    """Measure every method, each in its own process. Returns a JSON-ready dict."""
+    if cfg.train:
+        raise NotImplementedError("bench --train is not implemented yet (issue #4)")
+    ctx = mp.get_context("spawn")
+    results = {}
+    for method in METHODS:
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(asdict(cfg), method, queue))
+        proc.start()
+        res = queue.get()
+        proc.join()
+        if "error" in res:
+            raise RuntimeError(f"bench {method}: {res['error']}")
+        res["latency_ms_b1"] = res.pop("b1_s") * 1000
+        bs = res.pop(f"b{cfg.batch}_s")
+        res[f"throughput_q_per_s_b{cfg.batch}"] = cfg.batch / bs
+        results[method] = res
+    base = results["hf-generate"]["latency_ms_b1"]
+    for res in results.values():
+        res["latency_vs_hf_generate"] = res["latency_ms_b1"] / base
+    return {
+        "config": asdict(cfg),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "torch": torch.__version__, "threads": cfg.threads or torch.get_num_threads(),
+                    "device": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"},
+        "results": results,
+    }
+
+
+def format_report(report: dict) -> str:
+    cfg = report["config"]
+    lines = [
+        f"ivtlr bench: tiny Qwen2-VL hidden {cfg['hidden_size']}, {cfg['num_layers']} layers, "
+        f"{cfg['image_size']}px image = {(cfg['image_size'] // 28) ** 2} image tokens, n={cfg['latents']}, "
+        f"K={cfg['k']}, {cfg['new_tokens']} new tokens, {cfg['device']} {cfg['dtype']}, "
+        f"{report['machine']['threads']} threads",
+        f"{'method':<14}{'latency b=1 (ms)':>18}{'x hf-generate':>15}{'q/s b=' + str(cfg['batch']):>12}{'peak mem (MB)':>16}",
+    ]
+    key = "throughput_q_per_s_b%d" % cfg["batch"]
+    for name, r in report["results"].items():
+        lines.append(f"{name:<14}{r['latency_ms_b1']:>18.1f}{r['latency_vs_hf_generate']:>15.2f}"
+                     f"{r[key]:>12.1f}{r['peak_mem_mb']:>16.0f}")
+    lines.append("hf-generate decodes n + new tokens from the prompt alone; recompute = the authors' schedule "
+                 f"(no KV cache). Memory: {report['results']['ivtlr']['mem_kind']}, one process per method.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .cliargs import add_dataclass_flags, dataclass_from_args
+
+    parser = argparse.ArgumentParser(prog="ivtlr bench", description=__doc__.split("\n")[0])
+    add_dataclass_flags(parser, BenchConfig)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    report = run_bench(dataclass_from_args(args, BenchConfig))
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0

@@ -1,0 +1,213 @@
+"""The judges that turn a generated text into a verdict, the predictions JSONL, and `ivtlr score`.
+
+Judges (pure functions of text):
+- `official_prediction` / `judge_answer`: M3CoT's official judge (LightChen233/M3CoT utils/metric.py),
+  re-implemented from its documented behaviour, traps included (see the spec, section 5).
+- `reference_candidates` / `reference_judge`: the IVT-LR authors' lenient M3CoT rule.
+- `sqa_prediction`: the IVT-LR authors' ScienceQA answer extraction (digit first, then letter).
+
+Predictions files are M3CoT's "custom" JSONL: one object per line with id, choices, answer, domain, topic and
+messages = [prompt text, generated text] (tasks may add fields, e.g. ScienceQA's categories).
+What it is not: the per-benchmark glue (which judge reads which field): that is each Task's `judge`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ivtlr.tasks.base import LETTERS, MISSING_FIELD, DataError
+
+# The official judge knows six option letters (its ALPHA_MAP).
+OFFICIAL_LETTERS = "ABCDEF"
+FAILED = "FAILED"
+
+_PAREN_LETTER = re.compile(r"\(([A-Za-z])\)")
+_PUNCTUATION = re.compile(r"[\n.,!?]")
+# The reference decodes prompt + output with the chat template's role words left in: "Answer:\nassistant\n...".
+_ASSISTANT_AFTER_ANSWER = re.compile(r"(?<=answer:)\s*assistant\b", re.IGNORECASE)
+_ANSWER_LETTER = re.compile(r"(?:the\s+answer\s+is|Answer:)\s*[\n\s]*([A-Z])", re.IGNORECASE)
+_SQA_DIGIT = [r"Therefore,?\s*the\s+answer\s+is\s+(\d)", r"the\s+answer\s+is\s+(\d)", r"answer\s+is:?\s*(\d)"]
+_SQA_LETTER = [r"Therefore,?\s*the\s+answer\s+is\s+([A-Z])", r"the\s+answer\s+is\s+([A-Z])", r"answer\s+is:?\s*([A-Z])"]
+
+
+def official_prediction(text: str, choices: Sequence[str]) -> str:
+    """M3CoT's official prediction for a generated text (the generated text only, not the prompt).
+
+    In order: (0) if "[Answer]" occurs, keep what follows its last occurrence, cut at "[Rationale]" and
+    "[Context]"; (1) the LAST "(X)" match, uppercased; (2) else the HIGHEST-index choice whose lowercased text
+    is a substring of the lowercased text (an empty choice text matches everything, as in the original);
+    (3) else, with \\n . , ! ? replaced by spaces and the text split on single spaces, the highest letter
+    among the first len(choices) of A-F found as a token; (4) the same with lowercase letters; (5) "FAILED".
+
+    Returns:
+        The predicted letter, or "FAILED".
+    """
+    if "[Answer]" in text:
+        text = text.split("[Answer]")[-1].split("[Rationale]")[0].split("[Context]")[0]
+    parens = _PAREN_LETTER.findall(text)
+    if parens:
+        return parens[-1].upper()
+    lowered = text.lower()
+    hits = [LETTERS[i] for i, choice in enumerate(choices) if choice.lower() in lowered]
+    if hits:
+        return hits[-1]
+    tokens = _PUNCTUATION.sub(" ", text).split(" ")
+    letters = OFFICIAL_LETTERS[: len(choices)]
+    for case in (str.upper, str.lower):
+        hits = [letter for letter in letters if case(letter) in tokens]
+        if hits:
+            return hits[-1]
+    return FAILED
+
+
+def judge_answer(text: str, choices: Sequence[str], answer: str | int) -> bool:
+    """M3CoT's official verdict: the official prediction equals the gold letter (an int answer is an index)."""
+    if isinstance(answer, int):
+        answer = OFFICIAL_LETTERS[answer]
+    return official_prediction(text, choices) == answer
+
+
+def reference_candidates(text: str) -> set[str]:
+    """The letters the IVT-LR authors' rule reads: every letter following "the answer is" or "Answer:"
+    (case-insensitive, after deleting an "assistant" word right after "answer:"), uppercased.
+
+    Args:
+        text: prompt + output, as the reference decodes it (see `reference_text`).
+    """
+    cleaned = _ASSISTANT_AFTER_ANSWER.sub("", text)
+    return {m.group(1).upper() for m in _ANSWER_LETTER.finditer(cleaned)}
+
+
+def reference_text(prompt: str, output: str) -> str:
+    """What the reference judge reads: the prompt and the generated text, one newline apart (the reference
+    decodes the whole sequence; its "assistant" role word is deleted by the rule itself)."""
+    return f"{prompt}\n{output}"
+
+
+def reference_judge(text: str, answer: str) -> bool:
+    """The authors' lenient verdict: the gold letter is among `reference_candidates(text)`."""
+    return answer.strip().upper() in reference_candidates(text)
+
+
+def sqa_prediction(text: str) -> int:
+    """The IVT-LR authors' ScienceQA extraction from the generated text: the first of three digit patterns
+    that matches ("Therefore, the answer is 0", "the answer is 0", "answer is: 0"), else the same three with
+    a letter (mapped to its index), else -1. Case-insensitive."""
+    for pattern in _SQA_DIGIT:
+        match = re.search(pattern, text, re.IGNORECASE)
+        if match:
+            return int(match.group(1))
+    for pattern in _SQA_LETTER:
+        match = re.search(pattern, text, re.IGNORECASE)
+        if match:
+            return ord(match.group(1).upper()) - ord("A")
+    return -1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Predictions JSONL
+
+
+def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write records one JSON object per line (UTF-8, not ASCII-escaped). Overwrites: a rerun never appends
+    to an old file. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read a predictions JSONL, checking each record.
+
+    Errors:
+        DataError (source "<path>:<line>") for invalid JSON, a missing required field, an empty `messages`
+        list or a duplicate id (e.g. a file that a rerun appended to).
+    """
+    records, seen = [], set()
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(where, f"line {lineno}", "invalid_json", str(err)) from None
+            record_id = str(record.get("id", f"line {lineno}"))
+            for name in required:
+                if record.get(name) is None:
+                    raise DataError(where, record_id, MISSING_FIELD, f"field {name!r} is missing")
+            if "messages" in required and not record["messages"]:
+                raise DataError(where, record_id, MISSING_FIELD, "messages is empty")
+            if record_id in seen:
+                raise DataError(where, record_id, "duplicate_id", "the id occurs twice in the file")
+            seen.add(record_id)
+            records.append(record)
+    return records
+
+
+def score_file(
+    path: str | Path,
+    judge: str | None = None,
+    task: str = "m3cot",
+    verdicts: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Score a predictions JSONL (ours or another model's) and print the accuracy table.
+
+    Args:
+        path: the JSONL file.
+        judge: "official" or "reference" (M3CoT), "reference" (ScienceQA), "all" (side by side); None means
+            the task's default judge (M3CoT: "official").
+        task: the task name ("m3cot", "synth", "scienceqa").
+        verdicts: also print, and return under "verdicts", the per-id predictions and verdicts.
+        quiet: print nothing.
+    Returns:
+        `ScoreReport.to_dict(verdicts)` plus "file".
+    Errors:
+        DataError for a bad record, ValueError for an unknown judge, OSError for an unreadable file.
+    """
+    from ivtlr.tasks import get_task  # here: the registry imports the tasks, which import this module
+
+    the_task = get_task(task)
+    the_task.resolve_judges(judge)  # an unknown judge fails before the file is read
+    report = the_task.score_records(read_jsonl(path, the_task.record_fields), judge)
+    if not quiet:
+        print(report.format(verdicts=verdicts))
+    return {"file": str(path), **report.to_dict(verdicts=verdicts)}
+
+
+def score_main(argv: Sequence[str] | None = None) -> int:
+    """`ivtlr score [--task m3cot] FILE.jsonl [--judge official|reference|all] [--json]`.
+
+    Prints the accuracy table (overall, per domain, per topic; per category for ScienceQA), or with --json a
+    JSON object that also holds the per-id verdicts. Returns the exit status: 0, or 1 on a bad file.
+    """
+    from ivtlr.tasks import TASKS
+
+    parser = argparse.ArgumentParser(prog="ivtlr score", description="Score a predictions JSONL file.")
+    parser.add_argument("file", help="predictions JSONL (M3CoT custom format)")
+    parser.add_argument("--task", default="m3cot", choices=sorted(TASKS), help="benchmark (default: m3cot)")
+    parser.add_argument(
+        "--judge", choices=["official", "reference", "all"], default=None,
+        help="judge (default: the task's own, 'official' for M3CoT); 'all' shows every judge side by side",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON, per-id verdicts included")
+    args = parser.parse_args(argv)
+    try:
+        result = score_file(args.file, judge=args.judge, task=args.task, verdicts=args.json, quiet=args.json)
+    except (DataError, OSError, ValueError) as err:
+        print(f"ivtlr score: error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
