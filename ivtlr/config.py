@@ -1,0 +1,211 @@
+"""Typed configuration of a training run: one dataclass per concern, loaded from YAML, overridden by flags.
+
+``TrainConfig`` = model + data + curriculum + optim + run + latent (the engine's ``LatentConfig``). Every field
+is a CLI flag ``--section.field`` (``ivtlr.cliargs``), and the resolved config is saved beside every run and
+checkpoint as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from .engine import LatentConfig
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["qwen2-vl", "qwen2.5-vl", "chameleon"] = "qwen2-vl"
+    """Model family (its adapter in ivtlr/backbones)."""
+    name_or_path: str | None = None
+    """Hub id or local folder of a pretrained model (e.g. Qwen/Qwen2-VL-7B-Instruct). None: a tiny model built
+    from scratch (the CPU demo and tests), with a tokenizer trained on the task's text."""
+    tiny_hidden: int = 128
+    """Tiny model: language model width."""
+    tiny_layers: int = 4
+    """Tiny model: language model depth."""
+    tiny_heads: int = 4
+    """Tiny model: attention heads (the key/value heads are half of them)."""
+    tiny_vision_depth: int = 2
+    """Tiny model: vision transformer depth."""
+    tiny_vocab: int = 400
+    """Tiny model: BPE vocabulary size of the task tokenizer."""
+    lora: bool = True
+    """LoRA on the language model's q/k/v/o/gate/up/down projections (pretrained models; tiny models train fully)."""
+    lora_r: int = 64
+    """LoRA rank (authors: 64)."""
+    lora_alpha: float = 16
+    """LoRA alpha (authors: 16)."""
+    lora_dropout: float = 0.05
+    """LoRA dropout (authors: 0.05)."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """auto: bfloat16 on a GPU that supports it, else float32."""
+    image_size: int | None = None
+    """Resize images to this square side before the processor (authors: 280 for Qwen2-VL). None: keep."""
+    init_latent_from: str = "<<"
+    """Pretrained models: the new latent tokens' embedding and lm_head rows start as copies of this token's."""
+
+    def __post_init__(self):
+        for name in ("tiny_hidden", "tiny_layers", "tiny_heads", "lora_r", "tiny_vocab"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1")
+        if self.tiny_hidden % self.tiny_heads:
+            raise ValueError("model.tiny_hidden must be a multiple of model.tiny_heads")
+
+
+@dataclass
+class DataConfig:
+    task: Literal["synth", "m3cot", "scienceqa"] = "synth"
+    """Benchmark (its task object owns prompts, steps, answers and scoring)."""
+    source: str | None = None
+    """Dataset: hub id or local path (synth: the folder written by `ivtlr data synth`)."""
+    train_split: str = "train"
+    """Split to train on."""
+    val_split: str = "test"
+    """Split for validation at each stage end."""
+    max_train: int | None = None
+    """Use only the first N training examples."""
+    val_size: int = 100
+    """Validation questions at each stage end (0: none)."""
+    prompt_style: Literal["aligned", "reference"] = "aligned"
+    """aligned: identical prompts in training and inference; reference: the authors' two prompts."""
+    on_error: Literal["raise", "skip"] = "skip"
+    """Bad records: stop with an error naming the record, or skip and count them."""
+    max_length: int = 2048
+    """Longest training sequence in tokens; longer ones drop trailing explicit steps (never the answer)."""
+
+
+@dataclass
+class CurriculumConfig:
+    epochs_per_stage: int = 4
+    """Epochs per curriculum stage (authors: 4)."""
+    max_latent_stage: int = 3
+    """Last stage; stage s replaces the first s steps by s latent slots (authors: 3)."""
+    pad_latent_to_max: bool = False
+    """Samples with fewer steps than the stage still get `stage` latent slots."""
+    extra_epochs: int = 0
+    """Epochs after the last stage with every step latent."""
+    first_stage: int = 0
+    """Start the curriculum at this stage (0: with chain-of-thought)."""
+    stage_mix_prob: float = 0.0
+    """Probability of building a sample at a random earlier stage (Coconut's uniform_prob)."""
+    reset_optimizer: bool = True
+    """Fresh optimizer state at each stage start (Coconut's default)."""
+    no_cot: bool = False
+    """Baseline: train to answer directly (no rationale, no latents), for `epochs_per_stage` epochs."""
+
+    def __post_init__(self):
+        if self.epochs_per_stage < 1 or self.max_latent_stage < 0 or self.extra_epochs < 0:
+            raise ValueError("curriculum: epochs_per_stage >= 1, max_latent_stage >= 0, extra_epochs >= 0")
+        if not 0 <= self.first_stage <= self.max_latent_stage:
+            raise ValueError("curriculum.first_stage must be in 0..max_latent_stage")
+        if not 0.0 <= self.stage_mix_prob <= 1.0:
+            raise ValueError("curriculum.stage_mix_prob must be in [0, 1]")
+
+    @property
+    def total_epochs(self) -> int:
+        if self.no_cot:
+            return self.epochs_per_stage
+        return (self.max_latent_stage + 1 - self.first_stage) * self.epochs_per_stage + self.extra_epochs
+
+    def stage(self, epoch: int) -> int:
+        """The stage of an epoch (0-based); after the last stage, max_latent_stage."""
+        if self.no_cot:
+            return 0
+        return min(self.first_stage + epoch // self.epochs_per_stage, self.max_latent_stage)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 4e-5
+    """Learning rate (authors: 4e-5, constant)."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """constant (authors) or linear warmup + cosine decay over each stage."""
+    warmup_steps: int = 0
+    """Warmup optimizer steps (cosine schedule)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    batch_size: int = 2
+    """Per-process batch size (authors: 2)."""
+    grad_accum: int = 1
+    """Gradient accumulation steps (authors: 8)."""
+    grad_clip: float = 0.7
+    """Max gradient norm (authors: 0.7; 0 disables)."""
+    seed: int = 0
+    """Seed of the model init, data order and stage mixing."""
+
+    def __post_init__(self):
+        if self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.grad_clip < 0:
+            raise ValueError("optim: lr > 0, batch_size >= 1, grad_accum >= 1, grad_clip >= 0")
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/train"
+    """Run folder: config.yaml, metrics.jsonl, TensorBoard logs, checkpoints/."""
+    save_every: int = 0
+    """Also checkpoint every N optimizer steps (0: only at stage ends)."""
+    keep_last: int = 2
+    """Checkpoints kept (oldest deleted first)."""
+    log_every: int = 10
+    """Progress-bar refresh and TensorBoard scalars every N steps."""
+    resume: bool = False
+    """Continue from the newest checkpoint in out_dir (exactly: same data order, RNG and optimizer state)."""
+    gradient_checkpointing: bool = False
+    """Layer checkpointing (drops the KV cache in training: the engine then recomputes the prefix per pass)."""
+    val_max_new_tokens: int = 96
+    """Generation budget for validation (chain-of-thought stages need the rationale's length)."""
+    eval_batch_size: int = 16
+    """Batch size of validation generation."""
+    wandb: bool = False
+    """Also log to Weights & Biases (when installed)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (smoke tests); the run can be resumed later."""
+    progress: bool = True
+    """Show a progress bar per stage."""
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    latent: LatentConfig = field(default_factory=LatentConfig)
+
+    SECTIONS = ("model", "data", "curriculum", "optim", "run", "latent")
+
+    def to_dict(self) -> dict:
+        return {s: dataclasses.asdict(getattr(self, s)) for s in self.SECTIONS}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        unknown = set(data) - set(cls.SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)} (known: {list(cls.SECTIONS)})")
+        kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        parts = {}
+        for section in cls.SECTIONS:
+            values = data.get(section) or {}
+            section_cls = type(kinds[section]())
+            names = {f.name for f in dataclasses.fields(section_cls)}
+            bad = set(values) - names
+            if bad:
+                raise ValueError(f"unknown keys in section '{section}': {sorted(bad)}")
+            parts[section] = section_cls(**values)
+        return cls(**parts)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of sections")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
