@@ -34,6 +34,40 @@ def unwrap_peft(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
+class PromptEncoder(ABC):
+    """Turns (prompt text, image) into the backbone's prompt ids and image inputs; text into ids.
+
+    Args:
+        tokenizer: the model's tokenizer with the latent tokens added.
+        image_size: resize images to this square side first (None: keep their size).
+    """
+
+    def __init__(self, tokenizer, image_size: int | None = None):
+        self.tokenizer = tokenizer
+        self.image_size = image_size
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def resize(self, image):
+        image = image.convert("RGB")
+        if self.image_size is not None and image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size))
+        return image
+
+    @abstractmethod
+    def encode_prompt(self, text: str, image) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """The prompt ids (image placeholders expanded, ready for the latent slots or the answer to follow)
+        and the per-image inputs of the backbone. Raises ValueError for an image the backbone cannot take."""
+
+
 class Backbone(ABC):
     """Adapter between the latent engine and one vision-language model.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..attention import register_lastrow_backend
-from .base import Backbone
+from .base import Backbone, PromptEncoder
 
 
 class Qwen2VLBackbone(Backbone):
@@ -81,6 +81,35 @@ class Qwen2VLBackbone(Backbone):
             pad_token_id=self.tokens.pad,
             eos_token_id=self.tokens.eos,
         )
+
+
+class Qwen2VLPromptEncoder(PromptEncoder):
+    """One user turn through the tokenizer's chat template: the image, then the text; then the assistant prefix.
+
+    ``<|image_pad|>`` is expanded to the image's merged-token count (the processor's grid / merge^2). Without
+    torchvision the PIL image processor is used (identical preprocessing).
+    """
+
+    def __init__(self, tokenizer, image_size: int | None = None, min_pixels: int = 28 * 28, max_pixels: int = 28 * 28 * 1280):
+        super().__init__(tokenizer, image_size)
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        self.processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
+        self.image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+    def encode_prompt(self, text, image):
+        content = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": text}]
+        chat = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                  add_generation_prompt=True)
+        ids = self.encode_text(chat)
+        if image is None:
+            return ids, {}
+        pv = self.processor(images=[self.resize(image)], return_tensors="pt")
+        grid = pv["image_grid_thw"]  # (1, 3)
+        n = int(grid.prod()) // self.processor.merge_size**2
+        at = ids.index(self.image_pad)
+        ids = ids[:at] + [self.image_pad] * n + ids[at + 1:]
+        return ids, {"pixel_values": pv["pixel_values"], "image_grid_thw": grid}
 
 
 class Qwen25VLBackbone(Qwen2VLBackbone):
