@@ -65,7 +65,9 @@ def test_m3cot_reference_prompts_differ_between_train_and_infer() -> None:
     task = get_task("m3cot", prompt_style="reference")
     assert task.prompt(TWO, "train") == "[Question]:{What is shown?}\n[Options]:\n(A).{cat}\n(B).{dog}\nAnswer:\n"
     assert task.prompt(TWO, "infer") == "[Question]:{What is shown?}\n[Options]:\nA.{cat}\nB.{dog}\nAnswer:"
-    assert task.prompt(FIVE, "infer") == "[Question]:{Pick one.}\n[Options]:\nA.{v}\nB.{w}\nC.{x}\nD.{y}\nE.{z}\nAnswer:"
+    assert task.prompt(FIVE, "infer") == (
+        "[Question]:{Pick one.}\n[Options]:\nA.{v}\nB.{w}\nC.{x}\nD.{y}\nE.{z}\nAnswer:"
+    )
     assert task.prompt(FIVE, "train") == (
         "[Question]:{Pick one.}\n[Options]:\n(A).{v}\n(B).{w}\n(C).{x}\n(D).{y}\n(E).{z}\nAnswer:\n"
     )
@@ -109,7 +111,8 @@ def test_m3cot_loads_every_format(tmp_path, fmt: str) -> None:
     assert [e.id for e in examples] == ["m1", "m2", "m4"]  # m3 has no image: the image subset drops it
     assert examples.filtered == 1 and not examples.skipped
     m1, m2, m4 = examples
-    assert (m1.choices, m1.answer_index, m1.context, m1.domain, m1.topic) == (["yes", "no"], 0, "", "science", "physics")
+    assert (m1.choices, m1.answer_index, m1.context) == (["yes", "no"], 0, "")
+    assert (m1.domain, m1.topic) == ("science", "physics")
     assert (len(m2.choices), m2.answer_index, m2.answer_letter, m2.context) == (5, 4, "E", "A lab.")
     assert m2.rationale == "One.\nTwo. Three. Four. Five. Six. Seven."
     assert m2.image.convert("RGB").getpixel((0, 0)) == (0, 0, 255)
@@ -201,7 +204,7 @@ def test_bad_records_skipped_and_counted(tmp_path, caplog) -> None:
         examples = get_task("synth").load(source, "test", on_error="skip")
     assert [e.id for e in examples] == ["ok"]
     assert examples.skipped == {reason: 1 for _, reason in BAD_M3COT}
-    assert [(record_id, reason) for record_id, reason, _ in examples.problems] == [(r["id"], why) for r, why in BAD_M3COT]
+    assert [problem[:2] for problem in examples.problems] == [(row["id"], why) for row, why in BAD_M3COT]
     [record] = caplog.records
     assert "skipped 5 bad records" in record.getMessage() and "b-empty" in record.getMessage()
 

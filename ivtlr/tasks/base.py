@@ -1,5 +1,5 @@
 """What every benchmark task shares: the `Example` record, loading with a bad-record policy, rationale to
-steps, the multiple-choice prompt and the score report.
+steps, the multiple-choice prompt, the predictions JSONL and the score report.
 
 What it is not: a benchmark. `m3cot.py`, `scienceqa.py` and `synth.py` subclass `Task`; the judges live in
 `scoring.py`. Nothing here runs at import: `datasets` is imported only when something is loaded.
@@ -8,6 +8,7 @@ What it is not: a benchmark. `m3cot.py`, `scienceqa.py` and `synth.py` subclass 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import string
 from collections import Counter
@@ -75,7 +76,7 @@ class BadRecord(Exception):
         self.reason, self.detail = reason, detail
 
 
-class Examples(list):
+class Examples(list[Example]):
     """The examples a loader kept (a plain list of `Example`), plus what it left out.
 
     Attributes: `source` and `split` (where they came from); `filtered` (records dropped by the image-only
@@ -265,6 +266,54 @@ def check_choices(choices: Any) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Predictions JSONL: M3CoT's "custom" format, one object per line with id, choices, answer, domain, topic and
+# messages = [prompt text, generated text] (tasks may add fields, e.g. ScienceQA's categories)
+
+
+def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write records one JSON object per line (UTF-8, not ASCII-escaped). Overwrites: a rerun never appends
+    to an old file. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read a predictions JSONL, checking each record.
+
+    Errors:
+        DataError (source "<path>:<line>") for invalid JSON, a missing required field, an empty `messages`
+        list or a duplicate id (e.g. a file that a rerun appended to).
+    """
+    records, seen = [], set()
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(where, f"line {lineno}", "invalid_json", str(err)) from None
+            if not isinstance(record, dict):
+                raise DataError(where, f"line {lineno}", "invalid_json", "a line must hold a JSON object")
+            record_id = str(record.get("id", f"line {lineno}"))
+            for name in required:
+                if record.get(name) is None:
+                    raise DataError(where, record_id, MISSING_FIELD, f"field {name!r} is missing")
+            if "messages" in required and not record["messages"]:
+                raise DataError(where, record_id, MISSING_FIELD, "messages is empty")
+            if record_id in seen:
+                raise DataError(where, record_id, "duplicate_id", "the id occurs twice in the file")
+            seen.add(record_id)
+            records.append(record)
+    return records
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Score report
 
 
@@ -416,7 +465,9 @@ class Task:
         if out.skipped:
             reasons = ", ".join(f"{r}={n}" for r, n in sorted(out.skipped.items()))
             first = ", ".join(p[0] for p in out.problems[:5])
-            logger.warning("%s: skipped %d bad records (%s); first ids: %s", where, len(out.problems), reasons, first)
+            logger.warning(
+                "%s: skipped %d bad records (%s); first ids: %s", where, len(out.problems), reasons, first
+            )
         return out
 
     def record_id(self, row: Mapping[str, Any], index: int, split: str) -> str:
@@ -508,6 +559,10 @@ class Task:
     def records(self, predictions: Iterable[Prediction | tuple]) -> list[dict[str, Any]]:
         """Predictions -> predictions JSONL records. Items are `Prediction`s or (example, output[, prompt])."""
         return [self.to_record(*Prediction(*p)) for p in predictions]
+
+    def write_predictions(self, path: str | Path, predictions: Iterable[Prediction | tuple]) -> Path:
+        """Write predictions as M3CoT's custom JSONL (overwriting `path`); `ivtlr score` reads it back."""
+        return write_jsonl(path, self.records(predictions))
 
     def score(self, predictions: Iterable[Prediction | tuple], judge: str | None = "all") -> ScoreReport:
         """Score generated outputs with every judge (default) side by side; the prompt defaults to the task's

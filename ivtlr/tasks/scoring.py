@@ -1,4 +1,4 @@
-"""The judges that turn a generated text into a verdict, the predictions JSONL, and `ivtlr score`.
+"""The judges that turn a generated text into a verdict, and `ivtlr score` over a predictions JSONL.
 
 Judges (pure functions of text):
 - `official_prediction` / `judge_answer`: M3CoT's official judge (LightChen233/M3CoT utils/metric.py),
@@ -6,8 +6,7 @@ Judges (pure functions of text):
 - `reference_candidates` / `reference_judge`: the IVT-LR authors' lenient M3CoT rule.
 - `sqa_prediction`: the IVT-LR authors' ScienceQA answer extraction (digit first, then letter).
 
-Predictions files are M3CoT's "custom" JSONL: one object per line with id, choices, answer, domain, topic and
-messages = [prompt text, generated text] (tasks may add fields, e.g. ScienceQA's categories).
+Predictions files are M3CoT's "custom" JSONL (see `base.read_jsonl` / `base.write_jsonl`).
 What it is not: the per-benchmark glue (which judge reads which field): that is each Task's `judge`.
 """
 
@@ -17,11 +16,11 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ivtlr.tasks.base import LETTERS, MISSING_FIELD, DataError
+from ivtlr.tasks.base import LETTERS, DataError, read_jsonl
 
 # The official judge knows six option letters (its ALPHA_MAP).
 OFFICIAL_LETTERS = "ABCDEF"
@@ -111,48 +110,7 @@ def sqa_prediction(text: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Predictions JSONL
-
-
-def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:
-    """Write records one JSON object per line (UTF-8, not ASCII-escaped). Overwrites: a rerun never appends
-    to an old file. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
-
-
-def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Read a predictions JSONL, checking each record.
-
-    Errors:
-        DataError (source "<path>:<line>") for invalid JSON, a missing required field, an empty `messages`
-        list or a duplicate id (e.g. a file that a rerun appended to).
-    """
-    records, seen = [], set()
-    with Path(path).open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(where, f"line {lineno}", "invalid_json", str(err)) from None
-            record_id = str(record.get("id", f"line {lineno}"))
-            for name in required:
-                if record.get(name) is None:
-                    raise DataError(where, record_id, MISSING_FIELD, f"field {name!r} is missing")
-            if "messages" in required and not record["messages"]:
-                raise DataError(where, record_id, MISSING_FIELD, "messages is empty")
-            if record_id in seen:
-                raise DataError(where, record_id, "duplicate_id", "the id occurs twice in the file")
-            seen.add(record_id)
-            records.append(record)
-    return records
+# Scoring a predictions file
 
 
 def score_file(
@@ -192,7 +150,7 @@ def score_main(argv: Sequence[str] | None = None) -> int:
     Prints the accuracy table (overall, per domain, per topic; per category for ScienceQA), or with --json a
     JSON object that also holds the per-id verdicts. Returns the exit status: 0, or 1 on a bad file.
     """
-    from ivtlr.tasks import TASKS
+    from ivtlr.tasks import TASKS  # here, as in score_file: the registry imports this module
 
     parser = argparse.ArgumentParser(prog="ivtlr score", description="Score a predictions JSONL file.")
     parser.add_argument("file", help="predictions JSONL (M3CoT custom format)")
