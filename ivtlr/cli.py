@@ -12,7 +12,20 @@ import sys
 VERBS = {
     "bench": ("ivtlr.bench", "main", "time the latent engine against plain generate"),
     "smoke": ("ivtlr.smoke", "main", "run the engine end to end on a tiny random model"),
+    "train": ("ivtlr.train", "main", "train the progressive latent curriculum"),
+    "data": ("ivtlr.cli", "data_main", "datasets: `ivtlr data synth --out DIR ...`"),
+    "score": ("ivtlr.tasks.scoring", "score_main", "score a predictions JSONL (M3CoT custom format)"),
 }
+
+
+def data_main(argv: list[str]) -> int:
+    """``ivtlr data synth ...``: generate the synthetic benchmark."""
+    if not argv or argv[0] != "synth":
+        print("usage: ivtlr data synth --out DIR --n-train N --n-test M --seed S [difficulty flags]")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    from .data.synth import synth_main
+
+    return synth_main(argv[1:])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,312 @@
+"""``ivtlr train CONFIG.yaml [--section.key value ...]``: the progressive latent curriculum on accelerate.
+
+Phases: ``setup`` (device, model, tokenizer, data), then per epoch ``train_epoch`` of ``train_step``s, with
+``save`` at every stage end (and every N steps), ``validate`` at every stage end through the real generation
+path, and ``resume`` from the newest checkpoint. One process on CPU or GPU, or several through
+``torchrun``/``accelerate launch`` (DDP; FSDP and DeepSpeed configs in configs/). Only rank 0 prints and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .batching import collate
+from .checkpoint import list_checkpoints, load_weights, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .curriculum import Curriculum, EncodedExample, encode_example
+from .engine import LatentBatch, LatentEngine
+from .evaluate import predict, score_predictions
+from .setup import Setup, build_setup
+
+logger = logging.getLogger(__name__)
+
+
+class LatentModule(nn.Module):
+    """The model plus the engine as one module, so DDP/FSDP see a forward that runs every latent pass."""
+
+    def __init__(self, engine: LatentEngine):
+        super().__init__()
+        self.model = engine.backbone.model
+        self.engine = engine
+
+    def forward(self, batch: LatentBatch):
+        return self.engine.forward(batch)
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps done, epoch, next batch within the epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.pos = Position()
+
+    # ------------------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        from accelerate import Accelerator
+
+        cfg = self.config
+        cpu = not torch.cuda.is_available()
+        self.acc = Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.optim.grad_accum)
+        self.is_main = self.acc.is_main_process
+        self.out = Path(cfg.run.out_dir)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.out / "config.yaml")
+        self.s: Setup = build_setup(cfg, device=self.acc.device, log=self.log)
+        if cfg.run.gradient_checkpointing:
+            self.s.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(self.s.model, "enable_input_require_grads"):
+                self.s.model.enable_input_require_grads()
+        self.curriculum = Curriculum(cfg.curriculum, self.s.tokens.latent, cfg.data.max_length, cfg.optim.seed)
+        self.module = LatentModule(self.s.engine)
+        self.module = self.acc.prepare(self.module)
+        self.new_optimizer()
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.tb = None
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.out / "tensorboard"))
+        self.wandb = None
+        if cfg.run.wandb and self.is_main:
+            try:
+                import wandb
+
+                self.wandb = wandb.init(project="ivtlr", config=cfg.to_dict(), dir=str(self.out))
+            except ImportError:
+                self.log("wandb is not installed: logging to TensorBoard only")
+
+    def log(self, message: str) -> None:
+        if getattr(self, "acc", None) is None or self.acc.is_main_process:
+            print(message, flush=True)
+
+    @property
+    def world(self) -> int:
+        return self.acc.num_processes
+
+    @property
+    def batches_per_epoch(self) -> int:
+        global_batch = self.config.optim.batch_size * self.world
+        return math.ceil(len(self.s.train) / global_batch)
+
+    @property
+    def steps_per_stage(self) -> int:
+        return math.ceil(self.batches_per_epoch / self.config.optim.grad_accum) * self.config.curriculum.epochs_per_stage
+
+    def new_optimizer(self) -> None:
+        cfg = self.config.optim
+        params = [p for p in self.s.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total, warm = self.steps_per_stage, cfg.warmup_steps
+
+        def factor(step: int) -> float:
+            if cfg.schedule == "constant":
+                return 1.0
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        self.optimizer = self.acc.prepare(optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, factor)
+
+    # --------------------------------------------------------------------------------------------- data
+    def epoch_batches(self, epoch: int) -> list[list[EncodedExample]]:
+        """This rank's batches of an epoch: a permutation seeded by (seed, epoch), split over the ranks."""
+        order = list(range(len(self.s.train)))
+        random.Random(self.config.optim.seed * 7919 + epoch).shuffle(order)
+        bs = self.config.optim.batch_size
+        out = []
+        for b in range(self.batches_per_epoch):
+            chunk = order[b * bs * self.world:(b + 1) * bs * self.world]
+            mine = chunk[self.acc.process_index::self.world] or chunk[:1]  # a short last batch: never empty
+            out.append([self.s.train[i] for i in mine])
+        return out
+
+    # ------------------------------------------------------------------------------------------- resume
+    def resume(self) -> bool:
+        ckpts = list_checkpoints(self.out)
+        if not ckpts:
+            self.log(f"--run.resume: no checkpoint in {self.out}/checkpoints, starting fresh")
+            return False
+        path = ckpts[-1]
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        load_weights(self.s.model, path)
+        self.pos = Position(**state["position"])
+        self.new_optimizer()
+        self.optimizer.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][min(self.acc.process_index, len(state["rng"]) - 1)])
+        if self.is_main and self.metrics_path.is_file():  # forget steps logged after the checkpoint
+            kept = [line for line in self.metrics_path.read_text().splitlines()
+                    if line and json.loads(line).get("step", 0) <= self.pos.step]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        self.log(f"resumed from {path} (step {self.pos.step}, epoch {self.pos.epoch}, batch {self.pos.batch})")
+        return True
+
+    def save(self, tag: str) -> None:
+        from accelerate.utils import gather_object
+
+        rngs = gather_object([rng_state()])
+        self.acc.wait_for_everyone()
+        if self.is_main:
+            state = {"position": vars(self.pos).copy(), "stage": self.config.curriculum.stage(self.pos.epoch),
+                     "optimizer": self.optimizer.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "rng": rngs}
+            path = save_checkpoint(self.out, self.pos.step, self.acc.unwrap_model(self.module).model,
+                                   self.s.tokenizer, self.config, state, tag, self.config.run.keep_last)
+            self.log(f"saved {path} ({tag})")
+        self.acc.wait_for_everyone()
+
+    # -------------------------------------------------------------------------------------------- train
+    def train_step(self, examples: list[EncodedExample], stage: int) -> tuple[float, int, float | None]:
+        rng = self.curriculum.mixing_rng(self.pos.step * 1000 + self.pos.batch)
+        batch = collate([self.curriculum.sample(ex, stage, rng) for ex in examples], self.s.tokens.pad)
+        batch = batch.to(self.acc.device)
+        grad_norm = None
+        with self.acc.accumulate(self.module):
+            out = self.module(batch)
+            self.acc.backward(out.loss)
+            if self.acc.sync_gradients:
+                if self.config.optim.grad_clip > 0:
+                    grad_norm = float(self.acc.clip_grad_norm_(self.s.model.parameters(), self.config.optim.grad_clip))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+        return out.loss.item(), int(batch.attention_mask.sum()), grad_norm
+
+    def train_epoch(self, epoch: int, bar) -> bool:
+        """Run the rest of an epoch; False when ``max_steps`` stopped it."""
+        cfg = self.config
+        stage = cfg.curriculum.stage(epoch)
+        batches = self.epoch_batches(epoch)
+        while self.pos.batch < len(batches):
+            t0 = time.perf_counter()
+            loss, n_tokens, grad_norm = self.train_step(batches[self.pos.batch], stage)
+            dt = time.perf_counter() - t0
+            self.pos.batch += 1
+            if (self.pos.batch % cfg.optim.grad_accum) and self.pos.batch < len(batches):
+                continue
+            self.pos.step += 1
+            record = {"step": self.pos.step, "epoch": epoch, "stage": stage, "loss": loss,
+                      "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": n_tokens * self.world / dt,
+                      "grad_norm": grad_norm}
+            self.write_metrics(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if cfg.run.save_every and self.pos.step % cfg.run.save_every == 0 and self.pos.batch < len(batches):
+                self.save(f"step-{self.pos.step}")
+            if cfg.run.max_steps is not None and self.pos.step >= cfg.run.max_steps:
+                return False
+        self.pos.epoch, self.pos.batch = epoch + 1, 0
+        return True
+
+    def write_metrics(self, record: dict) -> None:
+        if not self.is_main:
+            return
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None and record.get("step", 0) % max(1, self.config.run.log_every) == 0:
+            stage = record.get("stage", 0)
+            for key in ("loss", "lr", "tokens_per_s", "grad_norm"):
+                if record.get(key) is not None:
+                    self.tb.add_scalar(f"train/{key}" if key != "loss" else f"train/loss_stage{stage}",
+                                       record[key], record["step"])
+        if self.wandb is not None:
+            self.wandb.log(record)
+
+    # ------------------------------------------------------------------------------------------ validate
+    def validate(self, stage: int) -> dict | None:
+        """Accuracy on the validation subset through the real generation path (rank 0)."""
+        if not self.is_main or not self.s.val:
+            return None
+        engine = self.s.engine
+        was_training = self.s.model.training
+        self.s.model.eval()
+        n = self.curriculum.n_latents(stage, 3) if not self.config.curriculum.no_cot else 0
+        records = predict(engine, self.s.encoder, self.s.val, n, self.config.run.val_max_new_tokens,
+                          self.config.run.eval_batch_size)
+        report = score_predictions(self.s.task, self.s.val_examples, records)
+        self.s.model.train(was_training)
+        judge = report.judges[0]
+        acc = report.overall[judge].accuracy
+        steps = sum(r.n_generated for r in records) / len(records)
+        self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% ({judge}), {steps:.1f} generated tokens "
+                 f"per question, on {len(records)} questions")
+        record = {"step": self.pos.step, "stage": stage, "val_accuracy": acc, "val_ar_steps": steps}
+        self.write_metrics(record)
+        if self.tb is not None:
+            self.tb.add_scalar("val/accuracy", acc, self.pos.step)
+        return record
+
+    # ----------------------------------------------------------------------------------------------- run
+    def run(self) -> None:
+        cfg = self.config
+        self.setup()
+        if cfg.run.resume:
+            self.resume()
+        self.s.model.train()
+        from tqdm.auto import tqdm
+
+        total_epochs = cfg.curriculum.total_epochs
+        self.log(f"training {len(self.s.train)} examples, {total_epochs} epochs, "
+                 f"{self.batches_per_epoch} batches per epoch per process, {self.world} process(es)")
+        while self.pos.epoch < total_epochs:
+            epoch = self.pos.epoch
+            stage = cfg.curriculum.stage(epoch)
+            stage_start = epoch % cfg.curriculum.epochs_per_stage == 0 or cfg.curriculum.no_cot
+            if stage_start and self.pos.batch == 0 and epoch > 0 and cfg.curriculum.reset_optimizer:
+                self.new_optimizer()
+            bar = None
+            if self.is_main and cfg.run.progress:
+                bar = tqdm(total=len(self.epoch_batches(epoch)) // cfg.optim.grad_accum,
+                           initial=self.pos.batch // cfg.optim.grad_accum,
+                           desc=f"stage {stage} epoch {epoch + 1}/{total_epochs}", leave=False)
+            finished = self.train_epoch(epoch, bar)
+            if bar is not None:
+                bar.close()
+            if not finished:
+                self.save(f"max-steps-{self.pos.step}")
+                self.log(f"stopped at step {self.pos.step} (run.max_steps); continue with --run.resume")
+                return
+            last_of_stage = (self.pos.epoch % cfg.curriculum.epochs_per_stage == 0) or self.pos.epoch == total_epochs
+            if last_of_stage:
+                self.save(f"stage-{stage}-end")
+                self.validate(stage)
+        if self.tb is not None:
+            self.tb.close()
+        self.log(f"done: {self.pos.step} steps; checkpoints in {self.out / 'checkpoints'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .cliargs import add_dataclass_flags, dataclass_from_args
+
+    parser = argparse.ArgumentParser(prog="ivtlr train", description="Train IVT-LR's progressive curriculum.")
+    parser.add_argument("config", nargs="?", help="YAML config (sections: " + ", ".join(TrainConfig.SECTIONS) + ")")
+    base = TrainConfig()
+    for section in TrainConfig.SECTIONS:
+        add_dataclass_flags(parser, type(getattr(base, section)), prefix=section)
+    args = parser.parse_args(argv)
+    cfg = TrainConfig.load(args.config) if args.config else base
+    for section in TrainConfig.SECTIONS:
+        setattr(cfg, section, dataclass_from_args(args, type(getattr(cfg, section)), section, getattr(cfg, section)))
+    Trainer(cfg).run()
+    return 0
