@@ -40,9 +40,11 @@ QWEN2VL_CHAT_TEMPLATE = (
 
 # Fixed text every IVT-LR prompt contains (chat roles, the method's prompt markers, the answer sentence), mixed
 # into the training corpus so that it gets compact tokens whatever the task text is.
+# The authors' prompt keeps literal braces: "[Question]:{q}\n[Options]:\n(A).{c0}\n...Answer:\n".
 _FORMAT_TEXT = (
-    "system\nYou are a helpful assistant.", "user\n", "assistant\n", "[Question]:", "\n[Options]:\n",
-    *(f"({c}).{c}\n{c}." for c in "ABCDE"), "Answer:\n", "Answer:",
+    "system\nYou are a helpful assistant.", "user\n", "assistant\n",
+    "[Context]:{x}\n[Question]:{x}\n[Options]:\n" + "\n".join(f"({c}).{{x}}" for c in "ABCDE") + "\nAnswer:\n",
+    "\n".join(f"{c}.{{x}}" for c in "ABCDE") + "\nAnswer:",
     *(f"Therefore, the answer is {c}" for c in "ABCDE"), "Picture 1: ", "Video 1: ",
 )
 

@@ -11,7 +11,10 @@ starts at the white cell and follows ``hops`` arrows, then asks about the cell i
 
 The rationale has exactly three sentences joined by ". " (the IVT-LR splitter turns it into three steps), each
 reading a different part of the image; the last one also names the option letter ("... and blue is option (C)")
-so that the content-to-letter mapping is an explicit, learnable step. See docs/synthetic-task.md for the design.
+so that the content-to-letter mapping is an explicit, learnable step. Answer letters are exactly balanced, answer
+contents uniform, options drawn symmetrically from the same vocabulary (text-only models sit at chance), and board
+statistics are balanced (option colours cover equal areas, arrow directions about equally frequent, decoy colour
+counts) so that only following the arrows answers reliably. See docs/synthetic-task.md for the design.
 
 This module generates, renders and saves the data (``generate``, ``synth_main``); it is not the task object that
 formats prompts and scores answers (that lives in ``ivtlr.tasks``). Everything is a pure function of the seed.
@@ -27,7 +30,7 @@ import random
 import re
 import sys
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -75,13 +78,13 @@ class SynthConfig:
     n_colors: int = 6
     """How many cell colours (a prefix of PALETTE, at most 10); white is reserved for the start cell."""
     hops: int = 2
-    """Arrows to follow from the white cell (>= 2, so that no single read of the image answers the question)."""
+    """Arrows to follow from the white cell (2..grid*grid//2; >= 2 so that no single look answers)."""
     distractors: int | None = None
     """Arrows drawn off the followed path (each a random in-board direction); None: every cell has an arrow."""
     n_choices: int = 4
     """Options per question (2..4); the answer letter is balanced over them."""
     kinds: tuple[str, ...] = KINDS
-    """Question kinds to mix (balanced): any of arrow-colour, arrow-direction, colour-count."""
+    """Question kinds to mix, balanced (comma-separated): arrow-colour, arrow-direction, colour-count."""
 
     def __post_init__(self) -> None:
         self.kinds = tuple(self.kinds)
@@ -100,15 +103,21 @@ class SynthConfig:
             raise ValueError(f"n_choices must be in 2..{len(DIRECTIONS)}, got {self.n_choices}")
         if self.hops < 2:
             raise ValueError(f"hops must be >= 2 (the answer needs two reads of the image), got {self.hops}")
-        if self.hops > self.grid * self.grid - 1:
-            raise ValueError(f"hops={self.hops} cannot fit a non-repeating path on a {self.grid}x{self.grid} grid "
-                             f"(at most {self.grid * self.grid - 1})")
+        if self.hops > self.grid * self.grid // 2:  # longer self-avoiding paths get slow to sample, and unreadable
+            raise ValueError(f"hops={self.hops} is too many for a {self.grid}x{self.grid} grid "
+                             f"(at most grid*grid//2 = {self.grid * self.grid // 2})")
         if self.distractors is not None and self.distractors < 0:
             raise ValueError(f"distractors must be >= 0 or None (all cells), got {self.distractors}")
         if not self.kinds or any(k not in KINDS for k in self.kinds) or len(set(self.kinds)) != len(self.kinds):
             raise ValueError(f"kinds must be distinct names among {KINDS}, got {self.kinds}")
-        if "arrow-colour" in self.kinds and self.n_colors < self.n_choices:
-            raise ValueError(f"arrow-colour needs n_colors >= n_choices, got {self.n_colors} < {self.n_choices}")
+        if "arrow-colour" in self.kinds:
+            cells = self.grid * self.grid - 1
+            if self.n_colors < self.n_choices or cells < self.n_choices:
+                raise ValueError(f"arrow-colour needs n_colors >= n_choices and grid*grid-1 >= n_choices, got "
+                                 f"n_colors={self.n_colors}, grid={self.grid}, n_choices={self.n_choices}")
+            if self.hops - 1 > cells - cells // self.n_choices:
+                raise ValueError(f"arrow-colour: hops={self.hops} passes more cells than a balanced "
+                                 f"{self.grid}x{self.grid} board has in non-answer colours")
         if "colour-count" in self.kinds and self.max_count < self.n_choices:
             raise ValueError(f"colour-count needs grid*grid-hops >= n_choices cells off the path, got "
                              f"{self.grid * self.grid - self.hops} < {self.n_choices}")
@@ -162,7 +171,7 @@ class Example:
     choices: tuple[str, ...]
     answer: str  # letter
     rationale: str
-    path: tuple[int, ...] = field(default=())
+    path: tuple[int, ...]  # cells visited, start first
 
 
 def solve(scene: Scene, kind: str, hops: int) -> str:
@@ -242,18 +251,82 @@ def _place_choices(rng: random.Random, answer: str, distractors: Sequence[str], 
     return tuple(others)
 
 
-def _colour_distractors(rng: random.Random, cfg: SynthConfig, colours: Sequence[str], answer: str,
-                        near: Sequence[str]) -> list[str]:
-    """n_choices-1 other palette colours: near misses first, then colours on the board, then the rest."""
-    present = sorted({c for c in colours if c not in (answer, START_COLOUR)}, key=cfg.colours.index)
-    absent = [c for c in cfg.colours if c not in present and c != answer]
-    rng.shuffle(present)
-    rng.shuffle(absent)
-    pool: list[str] = []
-    for c in [*near, *present, *absent]:
-        if c != answer and c != START_COLOUR and c not in pool:
-            pool.append(c)
-    return pool[: cfg.n_choices - 1]
+def _draw_arrows(rng: random.Random, grid: int, path: list[int], dirs: list[str], final_dir: str | None,
+                 distractors: int | None) -> list[str | None]:
+    """The followed arrows, the reached cell's own arrow (if any), then distractor arrows off the path.
+
+    Distractors take the least used in-board direction so far (ties at random), which keeps the four directions
+    about equally frequent: how often a direction appears on the board then says little about the answer."""
+    arrows: list[str | None] = [None] * (grid * grid)
+    for cell, d in zip(path, dirs):
+        arrows[cell] = d
+    if final_dir is not None:
+        arrows[path[-1]] = final_dir
+    free = [c for c, a in enumerate(arrows) if a is None]
+    rng.shuffle(free)
+    used = {d: sum(a == d for a in arrows) for d in DIRECTIONS}
+    for c in free[: len(free) if distractors is None else distractors]:
+        options = _in_board_directions(c, grid)
+        least = min(used[d] for d in options)
+        d = rng.choice([d for d in options if used[d] == least])
+        arrows[c], used[d] = d, used[d] + 1
+    return arrows
+
+
+def _colour_balanced(rng: random.Random, cfg: SynthConfig, path: list[int]) -> tuple[list[str], list[str]]:
+    """arrow-colour boards: the n_choices option colours each cover the same number of cells.
+
+    So no option stands out by its area; the rest (if cells do not divide evenly) takes non-option colours where
+    the palette has some. The reached cell has options[0]; the cells on the way have other option colours (so
+    stopping early lands on a wrong option). Returns (colours, options)."""
+    start, end, n_cells = path[0], path[-1], cfg.grid * cfg.grid
+    options = rng.sample(cfg.colours, cfg.n_choices)
+    target = options[0]
+    extra = [c for c in cfg.colours if c not in options] or options
+    per_option = (n_cells - 1) // cfg.n_choices
+    bag = [o for o in options for _ in range(per_option)]
+    bag += [rng.choice(extra) for _ in range(n_cells - 1 - len(bag))]
+    bag.remove(target)
+    colours = [""] * n_cells
+    colours[start], colours[end] = START_COLOUR, target
+    for c in path[1:-1]:
+        near = [b for b in bag if b != target and b in options] or [b for b in bag if b != target]
+        colours[c] = rng.choice(near)
+        bag.remove(colours[c])
+    rng.shuffle(bag)
+    for c in range(n_cells):
+        if not colours[c]:
+            colours[c] = bag.pop()
+    return colours, options
+
+
+def _colour_with_decoys(rng: random.Random, cfg: SynthConfig, path: list[int]) -> list[str]:
+    """colour-count boards: the reached colour covers k cells, k uniform in 1..max_count, and decoy colours cover
+    other counts from 1..max_count (random order, as many as fit), so the set of counts seen on the board says as
+    little as possible about which one is asked for (nothing when all counts fit, as on a 4x4 board).
+    The cells on the way never have the reached colour."""
+    start, end, n_cells = path[0], path[-1], cfg.grid * cfg.grid
+    k = rng.randint(1, cfg.max_count)
+    target, *free = rng.sample(cfg.colours, cfg.n_colors)
+    sizes = [d for d in range(1, cfg.max_count + 1) if d != k]
+    rng.shuffle(sizes)
+    budget = n_cells - 1 - k
+    bag: list[str] = []
+    for d in sizes:
+        if d <= budget and len(free) > 1:  # keep one colour back for the remainder
+            bag += [free.pop()] * d
+            budget -= d
+    bag += [rng.choice(free) for _ in range(budget)]
+    colours = [""] * n_cells
+    colours[start], colours[end] = START_COLOUR, target
+    off_path = [c for c in range(n_cells) if c not in path]
+    for c in rng.sample(off_path, k - 1):
+        colours[c] = target
+    rng.shuffle(bag)
+    for c in range(n_cells):
+        if not colours[c]:
+            colours[c] = bag.pop()
+    return colours
 
 
 def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str | None = None) -> Example:
@@ -273,53 +346,24 @@ def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str 
     letter = _balanced(f"{key}/letter", index, cfg.n_choices)
     rng = random.Random(f"{key}/{index}")
     g, n_cells = cfg.grid, cfg.grid * cfg.grid
-    palette = cfg.colours
 
     final_dir = rng.choice(DIRECTIONS) if kind == "arrow-direction" else None
     path, dirs = _sample_path(rng, g, cfg.hops, final_dir)
     start, end = path[0], path[-1]
-
-    # Arrows: the followed ones, the reached cell's own (arrow-direction), then distractors off the path.
-    arrows: list[str | None] = [None] * n_cells
-    for cell, d in zip(path, dirs):
-        arrows[cell] = d
-    if final_dir is not None:
-        arrows[end] = final_dir
-    free = [c for c in range(n_cells) if arrows[c] is None]
-    rng.shuffle(free)
-    n_extra = len(free) if cfg.distractors is None else min(cfg.distractors, len(free))
-    for c in free[:n_extra]:
-        arrows[c] = rng.choice(_in_board_directions(c, g))
-
-    # Colours. The target colour and count are drawn first so that answers are uniform over their vocabulary.
-    colours: list[str] = [""] * n_cells
-    colours[start] = START_COLOUR
-    others = [c for c in range(n_cells) if c not in (start, end)]
+    arrows = _draw_arrows(rng, g, path, dirs, final_dir, cfg.distractors)
+    options: list[str] = []
     if kind == "arrow-colour":
-        target = rng.choice(palette)
-        colours[end] = target
-        for c in path[1:-1]:  # stopping early must give a wrong colour
-            colours[c] = rng.choice([p for p in palette if p != target])
-        for c in others:
-            if not colours[c]:
-                colours[c] = rng.choice(palette)
+        colours, options = _colour_balanced(rng, cfg, path)
     elif kind == "colour-count":
-        target = rng.choice(palette)
-        count = rng.randint(1, cfg.max_count)
-        colours[end] = target
-        off_path = [c for c in others if c not in path]  # cells on the way never share the target colour
-        same = set(rng.sample(off_path, count - 1))
-        for c in others:
-            colours[c] = target if c in same else rng.choice([p for p in palette if p != target])
+        colours = _colour_with_decoys(rng, cfg, path)
     else:
-        for c in others + [end]:
-            colours[c] = rng.choice(palette)
+        colours = [START_COLOUR if c == start else rng.choice(cfg.colours) for c in range(n_cells)]
     scene = Scene(g, tuple(colours), tuple(arrows))
 
     # Text. Step 1 reads the start cell, step 2 the cells on the way, step 3 the reached cell (or the whole board).
     hop_phrases = [f"{_article(colours[c])} {colours[c]} cell" for c in path[1:]]
     step1 = f"The white cell has an arrow pointing {dirs[0]}"
-    lead = "Start at the white cell and follow {} arrows".format(cfg.hops)
+    lead = f"Start at the white cell and follow {cfg.hops} arrows"
     if kind == "colour-count":
         answer = str(scene.colours.count(colours[end]))
         distractors = rng.sample([str(k) for k in range(1, cfg.max_count + 1) if str(k) != answer], cfg.n_choices - 1)
@@ -335,9 +379,7 @@ def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str 
             f"{p} whose arrow points {dirs[i + 1]}" for i, p in enumerate(hop_phrases[:-1]))
         if kind == "arrow-colour":
             answer = colours[end]
-            after = scene.neighbour(end, arrows[end]) if arrows[end] else None
-            near = [colours[path[-2]]] + ([colours[after]] if after is not None else [])
-            distractors = _colour_distractors(rng, cfg, colours, answer, near)
+            distractors = [o for o in options if o != answer]
             question = f"{lead}. What colour is the cell you reach?"
             step3 = f"It leads to {hop_phrases[-1]}"
         else:
@@ -488,10 +530,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         hint, flag = hints[f.name], "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        helptext = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
+        shown = ",".join(default) if isinstance(default, tuple) else "none" if default is None else default
+        helptext = f"{docs.get(f.name, '')} (default: {shown})".replace("%", "%%")
         if typing.get_origin(hint) is tuple:
             parser.add_argument(flag, type=lambda s: tuple(p for p in s.split(",") if p), default=default,
-                                help=helptext + " Comma-separated.", metavar="A,B")
+                                help=helptext, metavar="A,B")
         elif hint == int | None:
             parser.add_argument(flag, type=_int_or_none, default=default, help=helptext, metavar="N|none")
         elif hint in (int, float, str):
@@ -517,7 +560,9 @@ def _field_docs(cls: type) -> dict[str, str]:
 
 
 def synth_main(argv: list[str]) -> int:
-    """``ivtlr data synth --out DIR --n-train N --n-test M --seed S [knobs]``: generate and save the benchmark."""
+    """``ivtlr data synth --out DIR --n-train N --n-test M --seed S [knobs]``: generate and save the benchmark.
+
+    Returns 0 on success; bad arguments exit through argparse (SystemExit(2) with a one-line reason)."""
     parser = argparse.ArgumentParser(
         prog="ivtlr data synth",
         description="Generate the synthetic arrow-grid benchmark (M3CoT schema) and save it with save_to_disk.")
