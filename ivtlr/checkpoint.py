@@ -62,7 +62,14 @@ def save_checkpoint(out_dir, step: int, model, tokenizer, config, trainer_state:
         shutil.rmtree(tmp)
     tmp.mkdir()
     is_peft = unwrap_peft(model) is not model
-    model.save_pretrained(tmp / "model", safe_serialization=True)
+    if is_peft:
+        model.save_pretrained(tmp / "model", safe_serialization=True)  # the PEFT adapter
+    else:  # full weights under this package's (transformers 5.x) module names, and the model config
+        from safetensors.torch import save_model
+
+        (tmp / "model").mkdir()
+        model.config.save_pretrained(tmp / "model")
+        save_model(model, str(tmp / "model" / "model.safetensors"))
     tokenizer.save_pretrained(tmp / "tokenizer")
     config.save(tmp / "config.yaml")
     torch.save(trainer_state, tmp / "trainer_state.pt")
@@ -94,16 +101,12 @@ def load_weights(model, path: str | Path) -> None:
 
         set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
     else:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_model
 
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"{path}: no safetensors weights")
-        state = {}
-        for f in files:
-            state.update(load_file(str(f)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        tied = {k for k in missing if k.endswith("lm_head.weight")} if model.config.tie_word_embeddings else set()
-        if set(missing) - tied or unexpected:
-            raise ValueError(f"{path}: weights do not fit the model: missing {sorted(set(missing) - tied)[:3]}, "
+        file = path / "model.safetensors"
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: no weights")
+        missing, unexpected = load_model(model, str(file), strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{file}: weights do not fit the model: missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}")
