@@ -10,10 +10,12 @@ import sys
 
 # verb -> (module, function taking argv, one-line help)
 VERBS = {
+    "demo": ("ivtlr.demo", "main", "the paper's tables in miniature on a CPU (data, training, every mode, report)"),
     "bench": ("ivtlr.bench", "main", "time the latent engine against plain generate"),
     "smoke": ("ivtlr.smoke", "main", "run the engine end to end on a tiny random model"),
     "train": ("ivtlr.train", "main", "train the progressive latent curriculum"),
     "data": ("ivtlr.cli", "data_main", "datasets: `ivtlr data synth --out DIR ...`"),
+    "eval": ("ivtlr.evaluate", "main", "evaluate a checkpoint (accuracy, AR steps, time per question)"),
     "score": ("ivtlr.tasks.scoring", "score_main", "score a predictions JSONL (M3CoT custom format)"),
 }
 

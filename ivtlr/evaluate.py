@@ -59,3 +59,139 @@ def predict(
 def score_predictions(task, examples_by_id: dict, records: list[PredictionRecord], judge: str | None = "all"):
     """The task's ScoreReport for predictions (every judge side by side by default)."""
     return task.score([(examples_by_id[r.id], r.output) for r in records], judge)
+
+
+# ------------------------------------------------------------------------------------------- modes
+MODES = {
+    # mode: (latent steps (None = the checkpoint's last stage), default generation budget)
+    "ivtlr": (None, 16),
+    "cot": (0, 128),
+    "direct": (0, 16),
+}
+
+
+@dataclass
+class EvalResult:
+    summary: dict
+    records: list[PredictionRecord]
+    report: object  # the task's ScoreReport
+
+
+def blind(example):
+    """The example with its image replaced by a plain gray image of the same size (the blind baseline)."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    size = example.image.size if example.image is not None else (84, 84)
+    return replace(example, image=Image.new("RGB", size, (128, 128, 128)))
+
+
+def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_tokens: int, batch_size: int = 16,
+             latency_questions: int = 16, name: str = "", progress=None) -> EvalResult:
+    """Accuracy (every judge), autoregressive steps, latency at batch 1 and batched throughput.
+
+    Latency is the mean wall time per question at batch size 1 over the first ``latency_questions``; the
+    accuracy and throughput come from the batched run over all questions (batched == one-by-one outputs).
+    """
+    from .curriculum import encode_example
+
+    tokens = engine.backbone.tokens
+    encoded = [encode_example(task, encoder, ex, tokens.image) for ex in examples]
+    lat = predict(engine, encoder, encoded[:latency_questions], n_latents, max_new_tokens, batch_size=1)
+    t0 = time.perf_counter()
+    records = predict(engine, encoder, encoded, n_latents, max_new_tokens, batch_size, progress=progress)
+    wall = time.perf_counter() - t0
+    report = score_predictions(task, {ex.id: ex for ex in examples}, records)
+    summary = {
+        "name": name, "n_questions": len(records), "n_latents": n_latents, "max_new_tokens": max_new_tokens,
+        "latent": vars(engine.config).copy(),
+        "accuracy": {j: report.overall[j].accuracy for j in report.judges},
+        "ar_steps": sum(r.n_generated for r in records) / max(1, len(records)),
+        "latency_s": sum(r.seconds for r in lat) / max(1, len(lat)),
+        "throughput_q_per_s": len(records) / wall if wall else float("nan"),
+        "batch_size": batch_size,
+        "report": report.to_dict(),
+    }
+    return EvalResult(summary, records, report)
+
+
+def write_outputs(out_dir, task, examples: list, result: EvalResult) -> None:
+    """predictions.jsonl (the task's record format; M3CoT's official "custom" JSONL), summary.json, table.md."""
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    by_id = {ex.id: ex for ex in examples}
+    with (out / "predictions.jsonl").open("w") as f:
+        for r in result.records:
+            record = task.to_record(by_id[r.id], r.output)
+            record.update({"n_generated": r.n_generated, "selected_patches": r.selected})
+            f.write(json.dumps(record) + "\n")
+    (out / "summary.json").write_text(json.dumps(result.summary, indent=2))
+    (out / "table.md").write_text(format_table([result.summary]) + "\n\n" + result.report.format() + "\n")
+
+
+def format_table(summaries: list[dict]) -> str:
+    judges = list(summaries[0]["accuracy"])
+    head = "| mode | " + " | ".join(f"accuracy ({j})" for j in judges) + " | AR steps | latency (s/question) | throughput (q/s) |"
+    lines = [head, "|" + "---|" * (len(judges) + 4)]
+    for s in summaries:
+        accs = " | ".join(f"{100 * s['accuracy'][j]:.1f}" for j in judges)
+        lines.append(f"| {s['name']} | {accs} | {s['ar_steps']:.1f} | {s['latency_s']:.4f} | {s['throughput_q_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ivtlr eval --checkpoint PATH --task NAME [--data PATH] [--mode ...]``."""
+    import argparse
+    from pathlib import Path
+
+    from .cliargs import add_dataclass_flags, dataclass_from_args
+    from .engine import LatentConfig
+    from .loading import load_model
+    from .setup import prompt_encoder, token_ids
+    from .backbones import backbone_for
+    from .tasks import get_task
+
+    p = argparse.ArgumentParser(prog="ivtlr eval", description="Evaluate a checkpoint on a benchmark.")
+    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
+    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path) for config and tokenizer")
+    p.add_argument("--task", choices=["synth", "m3cot", "scienceqa"], default=None, help="default: the run's task")
+    p.add_argument("--data", help="dataset (hub id or local path); default: the run's")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=sorted(MODES), default="ivtlr")
+    p.add_argument("--latents", type=int, help="latent steps for --mode ivtlr (default: the run's last stage)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--blind", action="store_true", help="replace every image by a gray image (blind baseline)")
+    p.add_argument("--prompt-style", choices=["aligned", "reference"])
+    p.add_argument("--out", required=True, help="a new (or empty) output folder")
+    add_dataclass_flags(p, LatentConfig, prefix="latent")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"ivtlr eval: {out} is not empty; results are never appended to an old folder")
+    model, tokenizer, cfg = load_model(args.checkpoint, args.base)
+    task = get_task(args.task or cfg.data.task, prompt_style=args.prompt_style or cfg.data.prompt_style)
+    examples = list(task.load(args.data or cfg.data.source, args.split, on_error=cfg.data.on_error))
+    examples = examples[: args.limit] if args.limit else examples
+    if args.blind:
+        examples = [blind(ex) for ex in examples]
+    latent_cfg = dataclass_from_args(args, LatentConfig, "latent", cfg.latent)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    engine = LatentEngine(backbone_for(model, token_ids(tokenizer, cfg.model.backbone)), latent_cfg)
+    encoder = prompt_encoder(cfg.model.backbone, tokenizer, cfg.model.image_size)
+    default_n, default_budget = MODES[args.mode]
+    n = default_n if default_n is not None else (args.latents if args.latents is not None else cfg.curriculum.max_latent_stage)
+    result = run_eval(engine, encoder, task, examples, n, args.max_new_tokens or default_budget, args.batch_size,
+                      name=args.mode + (" (blind)" if args.blind else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(out, task, examples, result)
+    print(format_table([result.summary]))
+    print(result.report.format())
+    print(f"wrote {out}/predictions.jsonl, summary.json, table.md")
+    return 0
