@@ -16,6 +16,7 @@ VERBS = {
     "train": ("ivtlr.train", "main", "train the progressive latent curriculum"),
     "data": ("ivtlr.cli", "data_main", "datasets: `ivtlr data synth --out DIR ...`"),
     "eval": ("ivtlr.evaluate", "main", "evaluate a checkpoint (accuracy, AR steps, time per question)"),
+    "infer": ("ivtlr.infer", "main", "answer questions about images; show each latent step's patches"),
     "score": ("ivtlr.tasks.scoring", "score_main", "score a predictions JSONL (M3CoT custom format)"),
 }
 

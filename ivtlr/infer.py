@@ -1,0 +1,98 @@
+"""``ivtlr infer``: answer questions about images and show which patches each latent step looked at.
+
+    ivtlr infer --checkpoint runs/demo/ivtlr/checkpoints/step-000375 --image board.png \\
+        --question "Start at the white cell and follow 2 arrows. What colour is the cell you reach?" \\
+        --choices green red yellow blue
+    ivtlr infer --checkpoint CKPT --questions questions.jsonl   # one {"image", "question", "choices"} per line
+
+For each question: the generated text, the predicted option, the autoregressive steps, and per latent step
+the selected image tokens as (row, column) cells of the image-token grid, in insertion order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+
+def _questions(args) -> list[dict]:
+    if args.questions:
+        rows = []
+        for i, line in enumerate(Path(args.questions).read_text().splitlines()):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            missing = {"image", "question", "choices"} - set(row)
+            if missing:
+                raise SystemExit(f"{args.questions} line {i + 1}: missing {sorted(missing)}")
+            rows.append(row)
+        return rows
+    if not (args.image and args.question and args.choices):
+        raise SystemExit("ivtlr infer: give --image, --question and --choices, or --questions FILE.jsonl")
+    return [{"image": args.image, "question": args.question, "choices": args.choices}]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from .backbones import backbone_for
+    from .batching import collate
+    from .curriculum import encode_example, inference_sample
+    from .engine import LatentEngine
+    from .loading import load_model
+    from .setup import prompt_encoder, token_ids
+    from .tasks import Example, get_task
+    from .tasks.scoring import official_prediction
+
+    p = argparse.ArgumentParser(prog="ivtlr infer", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--base", help="for an authors' .pth: base model for config and tokenizer")
+    p.add_argument("--image")
+    p.add_argument("--question")
+    p.add_argument("--choices", nargs="+")
+    p.add_argument("--questions", help="JSONL with image, question, choices per line")
+    p.add_argument("--latents", type=int, help="latent steps (default: the run's last stage)")
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    rows = _questions(args)
+    model, tokenizer, cfg = load_model(args.checkpoint, args.base)
+    task = get_task(cfg.data.task, prompt_style=cfg.data.prompt_style)
+    tokens = token_ids(tokenizer, cfg.model.backbone)
+    engine = LatentEngine(backbone_for(model, tokens), cfg.latent)
+    encoder = prompt_encoder(cfg.model.backbone, tokenizer, cfg.model.image_size)
+    n = cfg.curriculum.max_latent_stage if args.latents is None else args.latents
+    samples, grids = [], []
+    for i, row in enumerate(rows):
+        try:
+            image = Image.open(row["image"])
+            image.load()
+        except (OSError, UnidentifiedImageError) as err:
+            raise SystemExit(f"question {i + 1}: cannot read image {row['image']}: {err}")
+        ex = Example(id=str(i), question=row["question"], choices=list(row["choices"]), answer_index=0, image=image)
+        enc = encode_example(task, encoder, ex, tokens.image)
+        samples.append(inference_sample(enc, n, tokens.latent))
+        grids.append(engine.backbone.image_grids(enc.vision)[0])
+    batch = collate(samples, tokens.pad)
+    with torch.no_grad():
+        gen = engine.generate(batch, args.max_new_tokens)
+    results = []
+    for b, row in enumerate(rows):
+        k = gen.num_generated[b]
+        text = encoder.decode(gen.sequences[b, :k].tolist())
+        cols = grids[b][1]
+        cells = [[(o // cols, o % cols) for o in step] for step in gen.selected[b]]
+        results.append({"question": row["question"], "output": text, "prediction": official_prediction(text, row["choices"]),
+                        "ar_steps": k, "selected_cells": cells, "grid": grids[b]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"Q: {r['question']}\nA: {r['output']!r} -> {r['prediction']} ({r['ar_steps']} steps)")
+            for t, cells in enumerate(r["selected_cells"], 1):
+                print(f"  latent step {t}: cells (row, col) of the {r['grid'][0]}x{r['grid'][1]} grid: {cells}")
+    return 0
