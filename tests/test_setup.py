@@ -1,0 +1,73 @@
+"""Model set-up for real users, offline: a local 'pretrained' model gets the latent tokens, LoRA on the language
+model only, trains, checkpoints an adapter and loads back with identical outputs. Config files load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ivtlr.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_config_files_load_and_say_how_to_run(path):
+    TrainConfig.load(path)
+    head = path.read_text().splitlines()[:12]
+    assert head[0].startswith("#") and any("ivtlr" in line and "train" in line for line in head)
+
+
+def test_pretrained_model_gets_latent_tokens_and_language_model_lora(tmp_path):
+    from ivtlr.data.synth import generate, text_corpus
+    from ivtlr.evaluate import predict
+    from ivtlr.loading import load_model
+    from ivtlr.tiny import QwenSpecialIds, TinyQwen2VLSpec, build_tiny_qwen2vl
+    from ivtlr.tokenizer import QWEN2VL_SPECIAL_TOKENS, _train_bpe
+    from ivtlr.train import Trainer
+
+    # a "pretrained" model folder without the latent tokens, as on the hub
+    tok = _train_bpe(text_corpus(200), 320, QWEN2VL_SPECIAL_TOKENS)
+    conv = tok.convert_tokens_to_ids
+    ids = QwenSpecialIds(image_pad=conv("<|image_pad|>"), video_pad=conv("<|video_pad|>"), vision_start=conv("<|vision_start|>"),
+                         vision_end=conv("<|vision_end|>"), latent=0, eos=tok.eos_token_id, pad=tok.pad_token_id)
+    spec = TinyQwen2VLSpec(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2,
+                           num_kv_heads=1, vision_depth=1, vision_embed_dim=32, vision_heads=2)
+    base = tmp_path / "base"
+    build_tiny_qwen2vl(spec, ids).save_pretrained(base)
+    tok.save_pretrained(base)
+    generate(tmp_path / "data", n_train=16, n_test=4, seed=1)
+
+    cfg = TrainConfig.from_dict({
+        "model": {"name_or_path": str(base), "lora_r": 4, "init_latent_from": "white"},
+        "data": {"task": "synth", "source": str(tmp_path / "data"), "val_size": 4},
+        "curriculum": {"epochs_per_stage": 1, "max_latent_stage": 1},
+        "optim": {"lr": 1e-2, "batch_size": 4},
+        "latent": {"k": 2},
+        "run": {"out_dir": str(tmp_path / "run"), "progress": False, "val_max_new_tokens": 8},
+    })
+    trainer = Trainer(cfg)
+    trainer.run()
+    model = trainer.s.model
+    wrapped = [n for n, _ in model.named_modules() if n.endswith(".lora_A")]
+    assert wrapped and all("language_model.layers" in n for n in wrapped) and len(wrapped) == 2 * 7
+    emb = model.get_input_embeddings().weight
+    src = trainer.s.tokenizer("white", add_special_tokens=False)["input_ids"][0]
+    assert emb.shape[0] == len(tok) + 3 and all(torch.equal(emb[i], emb[src]) for i in (len(tok), len(tok) + 2))
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "lora" not in n)
+
+    ckpt = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
+    assert (ckpt / "model" / "adapter_model.safetensors").is_file()
+    loaded, tokenizer, loaded_cfg = load_model(ckpt)
+    model.eval()
+    from ivtlr.backbones import backbone_for
+    from ivtlr.engine import LatentEngine
+    from ivtlr.setup import token_ids
+
+    engine = LatentEngine(backbone_for(loaded, token_ids(tokenizer, "qwen2-vl")), loaded_cfg.latent)
+    ours = predict(trainer.s.engine, trainer.s.encoder, trainer.s.val, 1, 6)
+    theirs = predict(engine, trainer.s.encoder, trainer.s.val, 1, 6)
+    assert [r.output for r in ours] == [r.output for r in theirs]
+    assert [r.selected for r in ours] == [r.selected for r in theirs]
