@@ -1,4 +1,5 @@
-"""Tiny randomly initialised models for tests, benchmarks and the CPU demo (built offline from a config).
+"""Tiny randomly initialised models for tests, benchmarks and the CPU demo (built offline from a config):
+Qwen2-VL, Qwen2.5-VL and Chameleon (with its VQ image tokenizer).
 
 Token ids are passed in (from the project's tiny tokenizer, or fixed ids in tests), so the same builder
 serves both.
@@ -60,17 +61,22 @@ class QwenSpecialIds:
         return TokenIds(self.latent, self.image_pad, self.eos, self.pad, self.start_latent, self.end_latent)
 
 
+def _qwen_text_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds) -> dict:
+    """The language model of the tiny Qwen2-VL and Qwen2.5-VL (identical in both)."""
+    return dict(
+        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads, max_position_embeddings=4096,
+        rope_scaling={"type": "mrope", "mrope_section": spec.mrope_section},
+        pad_token_id=ids.pad, bos_token_id=None, eos_token_id=ids.eos,
+    )
+
+
 def tiny_qwen2vl_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, attn_implementation: str = "sdpa"):
     from transformers import Qwen2VLConfig
 
     return Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-            num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
-            num_key_value_heads=spec.num_kv_heads, max_position_embeddings=4096,
-            rope_scaling={"type": "mrope", "mrope_section": spec.mrope_section},
-            pad_token_id=ids.pad, bos_token_id=None, eos_token_id=ids.eos,
-        ),
+        text_config=_qwen_text_config(spec, ids),
         vision_config=dict(
             depth=spec.vision_depth, embed_dim=spec.vision_embed_dim, hidden_size=spec.hidden_size,
             num_heads=spec.vision_heads, mlp_ratio=2, patch_size=14, spatial_merge_size=2, in_channels=3,
@@ -89,4 +95,151 @@ def build_tiny_qwen2vl(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, seed: int = 0
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(spec, ids))
+    return model.eval()
+
+
+def tiny_qwen25vl_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, attn_implementation: str = "sdpa"):
+    """Qwen2.5-VL with the same language model as ``tiny_qwen2vl_config``; its windowed vision tower has a gated
+    MLP and a full-attention last block (``window_size`` 112 px = 4x4 merged tokens per window)."""
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(
+        text_config=_qwen_text_config(spec, ids),
+        vision_config=dict(
+            depth=spec.vision_depth, hidden_size=spec.vision_embed_dim, intermediate_size=2 * spec.vision_embed_dim,
+            num_heads=spec.vision_heads, out_hidden_size=spec.hidden_size, window_size=112,
+            fullatt_block_indexes=[spec.vision_depth - 1], patch_size=14, spatial_merge_size=2, in_channels=3,
+            temporal_patch_size=2,
+        ),
+        image_token_id=ids.image_pad, video_token_id=ids.video_pad,
+        vision_start_token_id=ids.vision_start, vision_end_token_id=ids.vision_end,
+        attn_implementation=attn_implementation,
+    )
+
+
+def build_tiny_qwen25vl(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, seed: int = 0):
+    """A randomly initialised tiny ``Qwen2_5_VLForConditionalGeneration`` in eval mode (deterministic from seed)."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(tiny_qwen25vl_config(spec, ids))
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------- Chameleon
+@dataclass
+class TinyChameleonSpec:
+    """Sizes of a tiny Chameleon and its VQ image tokenizer.
+
+    A ``vq_resolution`` x ``vq_resolution`` image becomes (R / 2^(len(multiplier) - 1))^2 image tokens: the
+    default R = 32 gives 8x8 = 64 (fast tests); ``TinyChameleonSpec.real_geometry()`` gives R = 128 -> 32x32 =
+    1024 tokens, the count of the real 7B model. The encoder is convolutional, so smaller images of any size that
+    divides by the downsampling factor also work (fewer tokens).
+    """
+
+    vocab_size: int = 300
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    vq_resolution: int = 32
+    vq_channel_multiplier: tuple[int, ...] = (1, 1, 2)
+    vq_codes: int = 64
+    """Codebook size: ids ``first_code .. first_code + vq_codes - 1`` of the vocabulary are the image codes."""
+    vq_embed_dim: int = 16
+    vq_base_channels: int = 32
+    """Must be a multiple of 32 (the VQ encoder's GroupNorm has 32 groups)."""
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(f"hidden_size {self.hidden_size} must split into {self.num_heads} heads of even size")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError("num_heads must be a multiple of num_kv_heads")
+        if self.vq_base_channels % 32:
+            raise ValueError(f"vq_base_channels must be a multiple of 32 (GroupNorm(32)), got {self.vq_base_channels}")
+        if self.vq_resolution % self.downsample:
+            raise ValueError(f"vq_resolution {self.vq_resolution} must be a multiple of {self.downsample}")
+
+    @classmethod
+    def real_geometry(cls, **kw) -> "TinyChameleonSpec":
+        """The real model's image geometry (1024 tokens, 32x32) on tiny layers: R = 128."""
+        return cls(**{"vq_resolution": 128, **kw})
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per image token along each side."""
+        return 2 ** (len(self.vq_channel_multiplier) - 1)
+
+    @property
+    def image_grid(self) -> tuple[int, int]:
+        side = self.vq_resolution // self.downsample
+        return side, side
+
+    @property
+    def image_tokens(self) -> int:
+        return self.image_grid[0] * self.image_grid[1]
+
+
+@dataclass(frozen=True)
+class ChameleonSpecialIds:
+    """The Chameleon ids a tiny model's config needs, plus the latent tokens.
+
+    ``image`` is the ``<image>`` placeholder; ``image_start``/``image_end`` are ``<racm3:break>``/``<eoss>``
+    around the placeholders; the VQ codes are ids ``first_code .. first_code + vq_codes - 1``.
+    """
+
+    image: int
+    image_start: int
+    image_end: int
+    first_code: int
+    latent: int
+    eos: int
+    pad: int
+    bos: int | None = None
+    start_latent: int | None = None
+    end_latent: int | None = None
+
+    def token_ids(self) -> TokenIds:
+        return TokenIds(self.latent, self.image, self.eos, self.pad, self.start_latent, self.end_latent)
+
+
+def chameleon_code_name(code: int) -> str:
+    """The vocabulary name of VQ code ``code``: digits written as letters A-J, e.g. 12 -> ``IMGIMGBCZ``."""
+    return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
+
+
+def chameleon_vocabulary_map(ids: ChameleonSpecialIds, n_codes: int) -> dict[str, int]:
+    """The part of ``vocabulary_map`` the model reads: ``<image>`` and one ``IMGIMG...Z`` name per VQ code."""
+    return {"<image>": ids.image, **{chameleon_code_name(c): ids.first_code + c for c in range(n_codes)}}
+
+
+def tiny_chameleon_config(spec: TinyChameleonSpec, ids: ChameleonSpecialIds, attn_implementation: str = "sdpa"):
+    from transformers import ChameleonConfig
+
+    if ids.first_code + spec.vq_codes > spec.vocab_size:
+        raise ValueError(f"image codes {ids.first_code}..{ids.first_code + spec.vq_codes - 1} exceed the vocabulary "
+                         f"of {spec.vocab_size}")
+    return ChameleonConfig(
+        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=4096, pad_token_id=ids.pad, bos_token_id=ids.bos, eos_token_id=ids.eos,
+        vocabulary_map=chameleon_vocabulary_map(ids, spec.vq_codes),
+        vq_config=dict(
+            embed_dim=spec.vq_embed_dim, num_embeddings=spec.vq_codes, latent_channels=spec.vq_embed_dim,
+            resolution=spec.vq_resolution, base_channels=spec.vq_base_channels,
+            channel_multiplier=list(spec.vq_channel_multiplier), num_res_blocks=1, attn_resolutions=[],
+        ),
+        attn_implementation=attn_implementation,
+    )
+
+
+def build_tiny_chameleon(spec: TinyChameleonSpec, ids: ChameleonSpecialIds, seed: int = 0):
+    """A randomly initialised tiny ``ChameleonForConditionalGeneration`` in eval mode (deterministic from seed)."""
+    from transformers import ChameleonForConditionalGeneration
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ChameleonForConditionalGeneration(tiny_chameleon_config(spec, ids))
     return model.eval()

@@ -1,24 +1,29 @@
-"""Equivalence tests of the latent engine: every fast path against the slow, obvious one."""
+"""Equivalence tests of the latent engine: every fast path against the slow, obvious one, for every backbone
+(Qwen2-VL, Qwen2.5-VL, Chameleon; M-RoPE cases only where the backbone has M-RoPE)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from helpers import IDS, sample, tiny_backbone
+from helpers import KITS
+from ivtlr.backbones import backbone_for
 from ivtlr.batching import collate
 from ivtlr.engine import LatentConfig, LatentEngine
 
 TOL = 1e-5
+ALL = [pytest.param(kit, id=name) for name, kit in KITS.items()]
+WITH_POSITIONS = [pytest.param(kit, positions, id=f"{name}-{positions}") for name, kit in KITS.items()
+                  for positions in ("sequential", "mrope") if positions == "sequential" or kit.supports_mrope]
 
 
 def engine(backbone, **kw):
     return LatentEngine(backbone, LatentConfig(**{"k": 2, **kw}))
 
 
-def train_batch(seeds=(1, 2, 3), n_latent=(3, 3, 3), grids=((3, 4), (2, 3), (3, 3)), questions=(5, 9, 2)):
-    return collate([sample(s, grid=g, n_question=q, n_latent=n, n_rest=6)
-                    for s, n, g, q in zip(seeds, n_latent, grids, questions)], IDS.pad)
+def train_batch(kit, seeds=(1, 2, 3), n_latent=(3, 3, 3), grids=((3, 4), (2, 3), (3, 3)), questions=(5, 9, 2)):
+    return collate([kit.sample(s, grid=g, n_question=q, n_latent=n, n_rest=6)
+                    for s, n, g, q in zip(seeds, n_latent, kit.grids(*grids), questions)], kit.tokens.pad)
 
 
 def lora_grads(backbone):
@@ -26,10 +31,11 @@ def lora_grads(backbone):
 
 
 # ------------------------------------------------------------------------------ cached == recomputed
-@pytest.mark.parametrize("positions", ["sequential", "mrope"])
-def test_cached_generation_equals_recomputation(positions):
-    bb = tiny_backbone()
-    batch = collate([sample(s, grid=g, n_question=q) for s, g, q in [(1, (3, 4), 5), (2, (2, 3), 9)]], IDS.pad)
+@pytest.mark.parametrize("kit,positions", WITH_POSITIONS)
+def test_cached_generation_equals_recomputation(kit, positions):
+    bb = kit.backbone()
+    grids = kit.grids((3, 4), (2, 3))
+    batch = collate([kit.sample(s, grid=g, n_question=q) for s, g, q in zip((1, 2), grids, (5, 9))], kit.tokens.pad)
     fast = engine(bb, positions=positions).generate(batch, 6)
     slow = engine(bb, positions=positions, use_cache=False).generate(batch, 6)
     assert fast.selected == slow.selected
@@ -38,9 +44,10 @@ def test_cached_generation_equals_recomputation(positions):
 
 
 @pytest.mark.parametrize("latent_grad", ["detach", "full"])
-def test_cached_training_equals_recomputation_with_lora_gradients(latent_grad):
-    bb = tiny_backbone(lora=True)
-    batch = train_batch()
+@pytest.mark.parametrize("kit", ALL)
+def test_cached_training_equals_recomputation_with_lora_gradients(kit, latent_grad):
+    bb = kit.backbone(lora=True)
+    batch = train_batch(kit)
     results = []
     for use_cache in (True, False):
         bb.model.zero_grad()
@@ -51,21 +58,22 @@ def test_cached_training_equals_recomputation_with_lora_gradients(latent_grad):
     assert fast.selected == slow.selected
     assert (fast.logits - slow.logits).abs().max() < TOL
     assert abs(fast.loss.item() - slow.loss.item()) < TOL
-    assert g_fast.keys() == g_slow.keys() and len(g_fast) == 28  # 14 LoRA modules x (A, B)
+    assert g_fast.keys() == g_slow.keys() and len(g_fast) == 28  # 14 LoRA modules x (A, B), language model only
     for name in g_fast:
         assert (g_fast[name] - g_slow[name]).abs().max() < TOL * max(1.0, g_slow[name].abs().max().item()), name
 
 
 # ---------------------------------------------------------------------------- batched == one-by-one
-@pytest.mark.parametrize("positions", ["sequential", "mrope"])
-def test_batched_generation_equals_one_by_one(positions):
-    bb = tiny_backbone(seed=3)
+@pytest.mark.parametrize("kit,positions", WITH_POSITIONS)
+def test_batched_generation_equals_one_by_one(kit, positions):
+    bb = kit.backbone(seed=3)
     eng = engine(bb, positions=positions)
-    samples = [sample(s, grid=g, n_pre=pre, n_question=q) for s, g, pre, q in
-               [(4, (3, 4), 3, 5), (5, (2, 3), 1, 12), (6, (4, 4), 6, 2)]]
-    batched = eng.generate(collate(samples, IDS.pad), 7)
+    grids = kit.grids((3, 4), (2, 3), (4, 4))
+    samples = [kit.sample(s, grid=g, n_pre=pre, n_question=q) for s, g, pre, q in
+               zip((4, 5, 6), grids, (3, 1, 6), (5, 12, 2))]
+    batched = eng.generate(collate(samples, kit.tokens.pad), 7)
     for b, s in enumerate(samples):
-        alone = eng.generate(collate([s], IDS.pad), 7)
+        alone = eng.generate(collate([s], kit.tokens.pad), 7)
         n = alone.num_generated[0]
         assert batched.num_generated[b] == n
         assert batched.sequences[b, :n].tolist() == alone.sequences[0, :n].tolist()
@@ -73,17 +81,19 @@ def test_batched_generation_equals_one_by_one(positions):
         assert (batched.first_logits[b] - alone.first_logits[0]).abs().max() < TOL
 
 
-def test_batched_training_with_different_latent_counts_equals_one_by_one():
+@pytest.mark.parametrize("kit", ALL)
+def test_batched_training_with_different_latent_counts_equals_one_by_one(kit):
     """A sample with fewer latent slots than the batch gets masked dummy chunks: same loss as alone."""
-    bb = tiny_backbone(seed=5)
+    bb = kit.backbone(seed=5)
     eng = engine(bb)
-    samples = [sample(s, grid=g, n_question=q, n_latent=n, n_rest=r) for s, g, q, n, r in
-               [(7, (3, 4), 5, 3, 6), (8, (2, 3), 9, 1, 4), (9, (3, 3), 2, 2, 9), (10, (2, 2), 4, 0, 5)]]
+    grids = kit.grids((3, 4), (2, 3), (3, 3), (2, 2))
+    samples = [kit.sample(s, grid=g, n_question=q, n_latent=n, n_rest=r) for s, g, q, n, r in
+               zip((7, 8, 9, 10), grids, (5, 9, 2, 4), (3, 1, 2, 0), (6, 4, 9, 5))]
     with torch.no_grad():
-        batched = eng.forward(collate(samples, IDS.pad))
+        batched = eng.forward(collate(samples, kit.tokens.pad))
         total, count, logits = 0.0, 0, []
         for s in samples:
-            alone = eng.forward(collate([s], IDS.pad))
+            alone = eng.forward(collate([s], kit.tokens.pad))
             total += alone.loss.item() * alone.n_tokens
             count += alone.n_tokens
             logits.append(alone.logits)
@@ -93,31 +103,36 @@ def test_batched_training_with_different_latent_counts_equals_one_by_one():
 
 
 # ------------------------------------------------------------------------------- n = 0 == plain model
-@pytest.mark.parametrize("positions", ["sequential", "mrope"])
-def test_no_latents_equals_plain_model_loss(positions):
-    bb = tiny_backbone(seed=2)
-    s = sample(11, grid=(3, 4), n_latent=0, n_rest=7)
-    batch = collate([s], IDS.pad)
+@pytest.mark.parametrize("kit,positions", WITH_POSITIONS)
+def test_no_latents_equals_plain_model_loss(kit, positions):
+    bb = kit.backbone(seed=2)
+    s = kit.sample(11, grid=(3, 4), n_latent=0, n_rest=7)
+    batch = collate([s], kit.tokens.pad)
     with torch.no_grad():
         ours = engine(bb, positions=positions).forward(batch)
-        kwargs = {}
-        if positions == "sequential":  # the plain model's default is M-RoPE; sequential = 1-D positions
+        kwargs = kit.plain_kwargs(batch.input_ids)
+        if positions == "sequential":  # Qwen's plain default is M-RoPE; sequential = 1-D positions
             kwargs["position_ids"] = torch.arange(batch.input_ids.shape[1])[None]
         ref = bb.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                    mm_token_type_ids=(batch.input_ids == IDS.image_pad).long(), **batch.vision, **kwargs)
+                    **batch.vision, **kwargs)
     keep = batch.labels[0, 1:] != -100
     assert abs(ours.loss.item() - ref.loss.item()) < TOL
     assert (ours.logits - ref.logits[0, :-1][keep]).abs().max() < TOL
 
 
-def test_no_latents_generation_equals_hf_generate():
-    bb = tiny_backbone(seed=4)
-    samples = [sample(s, grid=g, n_question=q, n_latent=0) for s, g, q in [(12, (3, 4), 5), (13, (2, 3), 10)]]
-    batch = collate(samples, IDS.pad)
-    ours = engine(bb, positions="mrope").generate(batch, 8)
+@pytest.mark.parametrize("kit", ALL)
+def test_no_latents_generation_equals_hf_generate(kit):
+    bb = kit.backbone(seed=4)
+    grids = kit.grids((3, 4), (2, 3))
+    samples = [kit.sample(s, grid=g, n_question=q, n_latent=0) for s, g, q in zip((12, 13), grids, (5, 10))]
+    batch = collate(samples, kit.tokens.pad)
+    # transformers' generate uses the model's own positions: M-RoPE where it exists, else 1-D over real tokens
+    ours = engine(bb, positions="mrope" if kit.supports_mrope else "sequential").generate(batch, 8)
     ref = bb.hf_generate(batch.input_ids, batch.attention_mask, batch.vision, 8)[:, batch.input_ids.shape[1]:]
     for b in range(len(samples)):
         n = ours.num_generated[b]
+        if ours.sequences[b, n - 1] == kit.tokens.eos:  # hf_generate forces exactly 8 tokens: eos is suppressed
+            n -= 1
         assert ours.sequences[b, :n].tolist() == ref[b, :n].tolist()
 
 
@@ -137,9 +152,10 @@ def _fed_back_states(eng, batch, monkeypatch):
 
 
 @pytest.mark.parametrize("latent_grad", ["detach", "full"])
-def test_gradient_through_fed_back_state(latent_grad, monkeypatch):
-    bb = tiny_backbone(lora=True)
-    out, states = _fed_back_states(engine(bb, latent_grad=latent_grad), train_batch(), monkeypatch)
+@pytest.mark.parametrize("kit", ALL)
+def test_gradient_through_fed_back_state(kit, latent_grad, monkeypatch):
+    bb = kit.backbone(lora=True)
+    out, states = _fed_back_states(engine(bb, latent_grad=latent_grad), train_batch(kit), monkeypatch)
     assert len(states) == 3 and all(h.requires_grad for h in states)
     grads = torch.autograd.grad(out.loss, states, allow_unused=True)
     if latent_grad == "detach":
@@ -148,9 +164,10 @@ def test_gradient_through_fed_back_state(latent_grad, monkeypatch):
         assert all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_gradient_modes_agree_on_the_forward_and_differ_on_the_backward():
-    bb = tiny_backbone(lora=True)
-    batch = train_batch()
+@pytest.mark.parametrize("kit", ALL)
+def test_gradient_modes_agree_on_the_forward_and_differ_on_the_backward(kit):
+    bb = kit.backbone(lora=True)
+    batch = train_batch(kit)
     out = {}
     for mode in ("detach", "full"):
         bb.model.zero_grad()
@@ -178,15 +195,16 @@ def _chunks(eng, batch, monkeypatch):
     return out, chunks
 
 
-def test_each_ablation_changes_exactly_what_it_says(monkeypatch):
-    bb = tiny_backbone(seed=1)
-    batch = collate([sample(21, grid=(3, 4))], IDS.pad)
+@pytest.mark.parametrize("kit", ALL)
+def test_each_ablation_changes_exactly_what_it_says(kit, monkeypatch):
+    bb = kit.backbone(seed=1)
+    batch = collate([kit.sample(21, grid=(3, 4))], kit.tokens.pad)
     full, full_chunks = _chunks(engine(bb), batch, monkeypatch)
     assert [c.shape[1] for c in full_chunks] == [3, 3, 3]  # K image embeddings + h per step
 
     # latent text off: the slot holds the <|latent|> embedding; the first selection (from the prompt) is unchanged
     no_text, chunks = _chunks(engine(bb, latent_text=False), batch, monkeypatch)
-    latent_emb = bb.embed_tokens(torch.tensor([[IDS.latent]]))[0, 0]
+    latent_emb = bb.embed_tokens(torch.tensor([[kit.tokens.latent]]))[0, 0]
     assert all(torch.equal(c[0, -1], latent_emb) for c in chunks)
     assert torch.equal(chunks[0][0, :2], full_chunks[0][0, :2]) and no_text.selected[0][0] == full.selected[0][0]
 
@@ -211,32 +229,74 @@ def test_each_ablation_changes_exactly_what_it_says(monkeypatch):
         assert (engine(bb, **kw).generate(batch, 1).first_logits - full.first_logits).abs().max() > 1e-4, kw
 
 
-def test_patches_are_never_selected_twice():
-    bb = tiny_backbone(seed=6)
-    out = engine(bb, k=4).generate(collate([sample(30, grid=(3, 4))], IDS.pad), 1)
+@pytest.mark.parametrize("kit", ALL)
+def test_patches_are_never_selected_twice(kit):
+    bb = kit.backbone(seed=6)
+    out = engine(bb, k=4).generate(collate([kit.sample(30, grid=(3, 4))], kit.tokens.pad), 1)
     picks = [o for step in out.selected[0] for o in step]
     assert len(picks) == 12 and len(set(picks)) == 12 and all(0 <= o < 12 for o in picks)
 
 
 # ----------------------------------------------------------------------------------------- bad input
-def test_too_many_patches_is_a_clear_error():
-    bb = tiny_backbone()
-    batch = collate([sample(1, grid=(3, 4)), sample(2, grid=(2, 2))], IDS.pad)  # 12 and 4 image tokens
-    with pytest.raises(ValueError, match=r"record 's2'.*K x n = 3 x 3 = 9 .* only 4"):
-        engine(bb, k=3).generate(batch, 2)
+@pytest.mark.parametrize("kit", ALL)
+def test_too_many_patches_is_a_clear_error(kit):
+    bb = kit.backbone()
+    g1, g2 = kit.grids((3, 4), (2, 2))  # Qwen: 12 and 4 image tokens; Chameleon: 12 and 12
+    batch = collate([kit.sample(1, grid=g1, n_latent=1), kit.sample(2, grid=g2)], kit.tokens.pad)
+    with pytest.raises(ValueError, match=rf"record 's2'.*K x n = 5 x 3 = 15 .* only {g2[0] * g2[1]}"):
+        engine(bb, k=5).generate(batch, 2)
 
 
-def test_misaligned_latents_are_a_clear_error():
-    bb = tiny_backbone()
-    batch = collate([sample(1), sample(2, n_question=7)], IDS.pad)
+@pytest.mark.parametrize("kit", ALL)
+def test_misaligned_latents_are_a_clear_error(kit):
+    bb = kit.backbone()
+    batch = collate([kit.sample(1), kit.sample(2, n_question=7)], kit.tokens.pad)
     batch.input_ids = torch.cat([batch.input_ids[:1], batch.input_ids[1:].roll(1, 1)])
     with pytest.raises(ValueError, match="record 's2'.*contiguous and start at index"):
         engine(bb).generate(batch, 2)
 
 
-def test_labels_on_the_prompt_are_rejected():
-    bb = tiny_backbone()
-    batch = train_batch()
+@pytest.mark.parametrize("kit", ALL)
+def test_image_placeholders_that_do_not_match_the_image_are_a_clear_error(kit):
+    bb = kit.backbone()
+    s = kit.sample(1, grid=(3, 4))
+    s.vision = kit.image(2, 3, seed=1)  # 6 image tokens for 12 placeholders
+    with pytest.raises(ValueError, match="image placeholders and image .* differ: 12 "):
+        engine(bb).generate(collate([s], kit.tokens.pad), 2)
+
+
+@pytest.mark.parametrize("kit", ALL)
+def test_image_grids_map_offsets_back_to_the_image(kit):
+    bb = kit.backbone()
+    assert bb.image_grids(kit.sample(1, grid=(3, 4)).vision) == [(3, 4)]
+
+
+@pytest.mark.parametrize("kit", ALL)
+def test_lora_wraps_the_language_model_only(kit):
+    """The authors' targets as a regex: Qwen2.5-VL's vision MLP also has gate/up/down_proj and must stay plain."""
+    model = kit.model(lora=True)
+    wrapped = [name for name, module in model.named_modules() if hasattr(module, "lora_A")]
+    assert len(wrapped) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    assert not [name for name in wrapped if "visual" in name or "vqmodel" in name]
+
+
+def test_tiny_chameleon_has_the_real_image_geometry_as_an_option():
+    from ivtlr.tiny import TinyChameleonSpec, build_tiny_chameleon
+
+    kit = KITS["chameleon"]
+    spec = TinyChameleonSpec.real_geometry(vocab_size=kit.SPEC.vocab_size, vq_codes=kit.SPEC.vq_codes)
+    bb = backbone_for(build_tiny_chameleon(spec, kit.IDS), kit.tokens)
+    vision = {"pixel_values": torch.rand(1, 3, spec.vq_resolution, spec.vq_resolution) * 2 - 1}
+    assert spec.image_tokens == 1024 and bb.image_grids(vision) == [(32, 32)]
+    codes = bb.image_codes(vision["pixel_values"])
+    assert codes.shape == (1, 1024) and codes.dtype == torch.long
+    assert set(codes.unique().tolist()) <= set(bb.image_code_ids)
+
+
+@pytest.mark.parametrize("kit", ALL)
+def test_labels_on_the_prompt_are_rejected(kit):
+    bb = kit.backbone()
+    batch = train_batch(kit)
     batch.labels[0, 5] = 42
     with pytest.raises(ValueError, match="labels must be -100 over the prompt"):
         engine(bb).forward(batch)

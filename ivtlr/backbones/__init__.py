@@ -5,12 +5,15 @@ from __future__ import annotations
 from torch import nn
 
 from .base import Backbone, TokenIds, unwrap_peft
+from .chameleon import ChameleonBackbone
 from .qwen2vl import Qwen25VLBackbone, Qwen2VLBackbone
 
 #: backbone name -> adapter class
-BACKBONES: dict[str, type[Backbone]] = {cls.name: cls for cls in (Qwen2VLBackbone, Qwen25VLBackbone)}
+BACKBONES: dict[str, type[Backbone]] = {
+    cls.name: cls for cls in (Qwen2VLBackbone, Qwen25VLBackbone, ChameleonBackbone)
+}
 #: transformers ``model_type`` -> backbone name
-MODEL_TYPES = {"qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl"}
+MODEL_TYPES = {"qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl", "chameleon": "chameleon"}
 
 
 def backbone_for(model: nn.Module, tokens: TokenIds) -> Backbone:
