@@ -46,8 +46,8 @@ class BenchConfig:
     """Tokens decoded after the latent steps."""
     batch: int = 16
     """Batch size of the throughput run."""
-    repeats: int = 5
-    """Timed runs per measurement (the median is reported); one warm-up run first."""
+    repeats: int = 15
+    """Timed runs per measurement (the median is reported); one warm-up round first."""
     device: str = "cpu"
     """cpu or cuda."""
     dtype: str = "float32"
@@ -55,7 +55,11 @@ class BenchConfig:
     threads: int = 0
     """CPU threads (0: torch's default)."""
     train: bool = False
-    """Time one training step instead (not available yet)."""
+    """Time one training step (forward + backward, stage-3 sequences) instead of generation."""
+    train_batch: int = 8
+    """Batch size of the training-step benchmark."""
+    rest_tokens: int = 24
+    """Training benchmark: teacher-forced tokens after the latents (remaining steps + answer)."""
 
     def __post_init__(self):
         if self.image_size % 28:
@@ -83,19 +87,21 @@ def _setup(cfg: BenchConfig, never_stop: bool = True):
     n_img = (cfg.image_size // 28) ** 2
     g = torch.Generator().manual_seed(0)
 
-    def question(i: int, latents: int) -> Sample:
-        text = torch.randint(10, spec.vocab_size, (cfg.prompt_tokens,), generator=g).tolist()
-        prompt = text[:4] + [ids.vision_start] + [ids.image_pad] * n_img + [ids.vision_end] + text[4:]
+    def question(i: int, latents: int, rest: int = 0) -> Sample:
+        text = torch.randint(10, spec.vocab_size, (cfg.prompt_tokens + rest,), generator=g).tolist()
+        prompt = text[:4] + [ids.vision_start] + [ids.image_pad] * n_img + [ids.vision_end] + text[4:cfg.prompt_tokens]
         vision = {"pixel_values": torch.randn(side * side, 1176, generator=g),
                   "image_grid_thw": torch.tensor([[1, side, side]])}
-        return Sample(prompt + [ids.latent] * latents, len(prompt), vision=vision, id=str(i))
+        tail = text[cfg.prompt_tokens:]
+        labels = [-100] * (len(prompt) + latents) + tail if rest else None
+        return Sample(prompt + [ids.latent] * latents + tail, len(prompt), labels, vision, id=str(i))
 
     # eos -1 is never produced, so the engine decodes exactly new_tokens (generate gets min_new_tokens instead)
     tokens = ids.token_ids()
     backbone = backbone_for(model, replace(tokens, eos=-1) if never_stop else tokens)
 
-    def batch(size: int, latents: int):
-        b = collate([question(i, latents) for i in range(size)], ids.pad).to(cfg.device)
+    def batch(size: int, latents: int, rest: int = 0):
+        b = collate([question(i, latents, rest) for i in range(size)], ids.pad).to(cfg.device)
         b.vision["pixel_values"] = b.vision["pixel_values"].to(getattr(torch, cfg.dtype))
         return b
 
@@ -107,59 +113,122 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
-def _measure(cfg: BenchConfig, method: str) -> dict:
-    """Run in a fresh process: time one method at batch 1 and at ``cfg.batch``; report its peak memory."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+def _runner(cfg: BenchConfig, method: str, backbone, engine):
+    """A closure running one method on a batch."""
+    if method == "hf-generate":
+        return lambda b: backbone.hf_generate(b.input_ids, b.attention_mask, b.vision, cfg.latents + cfg.new_tokens)
+    if method == "recompute":
+        from .engine import LatentConfig, LatentEngine
+
+        slow = LatentEngine(engine.backbone, LatentConfig(k=cfg.k, use_cache=False))
+        return lambda b: slow.generate(b, cfg.new_tokens)
+    return lambda b: engine.generate(b, cfg.new_tokens)
+
+
+TRAIN_METHODS = ("ivtlr", "recompute")
+
+
+def _train_runner(cfg: BenchConfig, method: str, backbone):
     from .engine import LatentConfig, LatentEngine
 
-    backbone, make_batch = _setup(cfg, never_stop=method != "hf-generate")
-    if method == "hf-generate":
-        def run(b):
-            return backbone.hf_generate(b.input_ids, b.attention_mask, b.vision, cfg.latents + cfg.new_tokens)
-        latents = 0
-    else:
-        engine = LatentEngine(backbone, LatentConfig(k=cfg.k, use_cache=method == "ivtlr"))
+    engine = LatentEngine(backbone, LatentConfig(k=cfg.k, use_cache=method == "ivtlr"))
 
-        def run(b):
-            return engine.generate(b, cfg.new_tokens)
-        latents = cfg.latents
-    out = {}
+    def step(b):
+        backbone.model.zero_grad(set_to_none=True)
+        engine.forward(b).loss.backward()
+
+    return step
+
+
+def _time_train(cfg: BenchConfig) -> dict:
+    """Median time of one training step per method (interleaved, one process)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    backbone, make_batch = _setup(cfg)
+    backbone.model.train()
+    batch = make_batch(cfg.train_batch, cfg.latents, cfg.rest_tokens)
+    runs = {m: _train_runner(cfg, m, backbone) for m in TRAIN_METHODS}
+    times = {m: [] for m in TRAIN_METHODS}
+    for rep in range(cfg.repeats + 1):
+        for m in TRAIN_METHODS:
+            _sync(cfg.device)
+            t0 = time.perf_counter()
+            runs[m](batch)
+            _sync(cfg.device)
+            if rep:
+                times[m].append(time.perf_counter() - t0)
+    return {m: {"step_s": statistics.median(times[m])} for m in TRAIN_METHODS}
+
+
+def _time_all(cfg: BenchConfig) -> dict:
+    """Median wall time of every method at batch 1 and ``cfg.batch``, measured in one process with the methods
+    interleaved run by run, so that machine noise hits them alike."""
+    from .attention import register_lastrow_backend
+    from .engine import LatentConfig, LatentEngine
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    backbone, make_batch = _setup(cfg)
+    hf_backbone, _ = _setup(cfg, never_stop=False)
+    hf_backbone.model = hf_backbone.hf = backbone.hf  # same weights; eos only matters to generate's kwargs
+    engine = LatentEngine(backbone, LatentConfig(k=cfg.k))
+    runs = {m: _runner(cfg, m, hf_backbone if m == "hf-generate" else backbone, engine) for m in METHODS}
+    out = {m: {} for m in METHODS}
     with torch.inference_mode():
         for size in (1, cfg.batch):
-            b = make_batch(size, latents)
-            run(b)  # warm-up
-            times = []
-            for _ in range(cfg.repeats):
-                _sync(cfg.device)
-                t0 = time.perf_counter()
-                run(b)
-                _sync(cfg.device)
-                times.append(time.perf_counter() - t0)
-            out[f"b{size}_s"] = statistics.median(times)
-    if cfg.device.startswith("cuda"):
-        out["peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        out["mem_kind"] = "cuda allocated"
-    else:
-        out["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        out["mem_kind"] = "process RSS"
+            batches = {m: make_batch(size, 0 if m == "hf-generate" else cfg.latents) for m in METHODS}
+            times = {m: [] for m in METHODS}
+            for rep in range(cfg.repeats + 1):  # the first round warms up
+                for m in METHODS:
+                    # the baseline runs plain sdpa; the engine its last-row capture backend (outside the timing)
+                    backend = "sdpa" if m == "hf-generate" else register_lastrow_backend()
+                    backbone.hf.set_attn_implementation({"text_config": backend, "vision_config": "sdpa"})
+                    _sync(cfg.device)
+                    t0 = time.perf_counter()
+                    runs[m](batches[m])
+                    _sync(cfg.device)
+                    if rep:
+                        times[m].append(time.perf_counter() - t0)
+            for m in METHODS:
+                out[m][f"b{size}_s"] = statistics.median(times[m])
     return out
+
+
+def _peak_memory(cfg: BenchConfig, method: str) -> dict:
+    """Run in a fresh process: one batch of ``cfg.batch`` questions; the process's peak memory."""
+    from .engine import LatentConfig, LatentEngine
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    backbone, make_batch = _setup(cfg, never_stop=method != "hf-generate")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cfg.train:
+        backbone.model.train()
+        _train_runner(cfg, method, backbone)(make_batch(cfg.train_batch, cfg.latents, cfg.rest_tokens))
+    else:
+        run = _runner(cfg, method, backbone, LatentEngine(backbone, LatentConfig(k=cfg.k)))
+        with torch.inference_mode():
+            run(make_batch(cfg.batch, 0 if method == "hf-generate" else cfg.latents))
+    if cfg.device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        return {"peak_mem_mb": peak, "run_mem_mb": peak - torch.cuda.memory_allocated() / 2**20,
+                "mem_kind": "cuda allocated"}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_mem_mb": peak, "run_mem_mb": peak - before, "mem_kind": "process RSS"}
 
 
 def _child(cfg_dict, method, queue):
     try:
-        queue.put(_measure(BenchConfig(**cfg_dict), method))
+        queue.put(_peak_memory(BenchConfig(**cfg_dict), method))
     except Exception as err:  # report instead of hanging the parent
         queue.put({"error": f"{type(err).__name__}: {err}"})
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    """Measure every method, each in its own process. Returns a JSON-ready dict."""
-    if cfg.train:
-        raise NotImplementedError("bench --train is not implemented yet (issue #4)")
+    """Time every method (interleaved, one process), then measure each one's peak memory in its own process."""
     ctx = mp.get_context("spawn")
     results = {}
-    for method in METHODS:
+    for method in TRAIN_METHODS if cfg.train else METHODS:
         queue = ctx.Queue()
         proc = ctx.Process(target=_child, args=(asdict(cfg), method, queue))
         proc.start()
@@ -167,24 +236,50 @@ def run_bench(cfg: BenchConfig) -> dict:
         proc.join()
         if "error" in res:
             raise RuntimeError(f"bench {method}: {res['error']}")
-        res["latency_ms_b1"] = res.pop("b1_s") * 1000
-        bs = res.pop(f"b{cfg.batch}_s")
-        res[f"throughput_q_per_s_b{cfg.batch}"] = cfg.batch / bs
         results[method] = res
+    if cfg.train:
+        for method, t in _time_train(cfg).items():
+            results[method]["step_ms"] = t["step_s"] * 1000
+        for res in results.values():
+            res["time_vs_recompute"] = res["step_ms"] / results["recompute"]["step_ms"]
+            res["memory_vs_recompute"] = res["run_mem_mb"] / results["recompute"]["run_mem_mb"]
+        return {"config": asdict(cfg), "machine": _machine(cfg), "results": results}
+    key = "throughput_q_per_s_b%d" % cfg.batch
+    for method, t in _time_all(cfg).items():
+        results[method]["latency_ms_b1"] = t["b1_s"] * 1000
+        results[method][key] = cfg.batch / t[f"b{cfg.batch}_s"]
     base = results["hf-generate"]["latency_ms_b1"]
     for res in results.values():
         res["latency_vs_hf_generate"] = res["latency_ms_b1"] / base
     return {
         "config": asdict(cfg),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": cfg.threads or torch.get_num_threads(),
-                    "device": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"},
+        "machine": _machine(cfg),
         "results": results,
     }
 
 
+def _machine(cfg: BenchConfig) -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": cfg.threads or torch.get_num_threads(),
+            "device": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"}
+
+
 def format_report(report: dict) -> str:
     cfg = report["config"]
+    if cfg["train"]:
+        lines = [f"ivtlr bench --train: one training step (forward + backward), batch {cfg['train_batch']}, "
+                 f"{cfg['latents']} latent steps, K={cfg['k']}, {cfg['rest_tokens']} supervised tokens, tiny Qwen2-VL "
+                 f"hidden {cfg['hidden_size']}, {cfg['num_layers']} layers, {(cfg['image_size'] // 28) ** 2} image tokens, "
+                 f"{cfg['device']} {cfg['dtype']}, {report['machine']['threads']} threads",
+                 f"{'method':<12}{'step (ms)':>12}{'x recompute':>14}{'peak mem (MB)':>16}{'step mem (MB)':>16}"
+                 f"{'x recompute':>14}"]
+        for name, r in report["results"].items():
+            lines.append(f"{name:<12}{r['step_ms']:>12.1f}{r['time_vs_recompute']:>14.2f}{r['peak_mem_mb']:>16.0f}"
+                         f"{r['run_mem_mb']:>16.0f}{r['memory_vs_recompute']:>14.2f}")
+        lines.append("recompute = the authors' schedule (the whole prefix re-run per latent pass), with sdpa. "
+                     f"Memory: {next(iter(report['results'].values()))['mem_kind']}, one process per method; step mem = "
+                     "peak minus the footprint before the step (model, inputs, libraries).")
+        return "\n".join(lines)
     lines = [
         f"ivtlr bench: tiny Qwen2-VL hidden {cfg['hidden_size']}, {cfg['num_layers']} layers, "
         f"{cfg['image_size']}px image = {(cfg['image_size'] // 28) ** 2} image tokens, n={cfg['latents']}, "
