@@ -300,3 +300,30 @@ def test_labels_on_the_prompt_are_rejected(kit):
     batch.labels[0, 5] = 42
     with pytest.raises(ValueError, match="labels must be -100 over the prompt"):
         engine(bb).forward(batch)
+
+
+# ------------------------------------------------------------------------------ gradient checkpointing
+@pytest.mark.parametrize("kit", ALL)
+def test_layer_checkpointing_with_recomputed_passes_equals_the_cached_engine(kit):
+    """Checkpointing drops the KV cache in training; the engine's recompute mode gives the same loss and grads."""
+    bb = kit.backbone(lora=True)
+    batch = train_batch(kit)
+    bb.model.zero_grad()
+    ref = engine(bb).forward(batch)
+    ref.loss.backward()
+    want = lora_grads(bb)
+    bb.model.zero_grad()
+    bb.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    bb.model.enable_input_require_grads()
+    bb.model.train()
+    try:
+        out = engine(bb, use_cache=False).forward(batch)
+        out.loss.backward()
+    finally:
+        bb.hf.gradient_checkpointing_disable()
+        bb.model.eval()
+    got = lora_grads(bb)
+    assert abs(out.loss.item() - ref.loss.item()) < TOL
+    assert got.keys() == want.keys()
+    for name in want:
+        assert (got[name] - want[name]).abs().max() < TOL * max(1.0, want[name].abs().max().item()), name
