@@ -75,24 +75,10 @@ def task_corpus(task, examples) -> list[str]:
 
 
 def build_tiny(cfg: ModelConfig, tokenizer, seed: int):
-    from .tiny import QwenSpecialIds, TinyQwen2VLSpec, build_tiny_qwen2vl
+    """A tiny from-scratch model of ``cfg.backbone`` for ``tokenizer`` (see ``ivtlr.tiny.build_tiny_for_backbone``)."""
+    from .tiny import build_tiny_for_backbone
 
-    if cfg.backbone != "qwen2-vl":
-        from . import tiny
-
-        builder = getattr(tiny, "build_tiny_for_backbone", None)
-        if builder is None:
-            raise ValueError(f"no tiny builder for backbone {cfg.backbone!r}")
-        return builder(cfg, tokenizer, seed)
-    conv = tokenizer.convert_tokens_to_ids
-    ids = QwenSpecialIds(image_pad=conv("<|image_pad|>"), video_pad=conv("<|video_pad|>"),
-                         vision_start=conv("<|vision_start|>"), vision_end=conv("<|vision_end|>"),
-                         latent=conv("<|latent|>"), eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id)
-    spec = TinyQwen2VLSpec(vocab_size=len(tokenizer), hidden_size=cfg.tiny_hidden, intermediate_size=2 * cfg.tiny_hidden,
-                           num_layers=cfg.tiny_layers, num_heads=cfg.tiny_heads, num_kv_heads=max(1, cfg.tiny_heads // 2),
-                           vision_depth=cfg.tiny_vision_depth, vision_embed_dim=max(32, cfg.tiny_hidden // 2),
-                           vision_heads=max(1, cfg.tiny_heads // 2))
-    return build_tiny_qwen2vl(spec, ids, seed=seed)
+    return build_tiny_for_backbone(cfg, tokenizer, seed)
 
 
 def build_pretrained(cfg: ModelConfig, tokenizer, dtype: torch.dtype, log: Callable[[str], None]):
@@ -133,7 +119,8 @@ def build_setup(cfg: TrainConfig, device: torch.device, log: Callable[[str], Non
                 model=None, tokenizer=None, need_train: bool = True) -> Setup:
     """Build the run's parts. ``model``/``tokenizer`` may be given (loading a checkpoint for evaluation)."""
     from .tasks import get_task
-    from .tokenizer import build_tiny_tokenizer, load_tokenizer
+    from .tiny import build_tiny_tokenizer_for_backbone
+    from .tokenizer import load_tokenizer
 
     task = get_task(cfg.data.task, prompt_style=cfg.data.prompt_style)
     train_raw = load_split(task, cfg, cfg.data.train_split, cfg.data.max_train) if need_train else []
@@ -142,7 +129,7 @@ def build_setup(cfg: TrainConfig, device: torch.device, log: Callable[[str], Non
     if model is None:
         log(f"dtype {str(dtype).replace('torch.', '')} ({reason}); device {device}")
         if cfg.model.name_or_path is None:
-            tokenizer = build_tiny_tokenizer(task_corpus(task, train_raw or val_raw), cfg.model.tiny_vocab)
+            tokenizer = build_tiny_tokenizer_for_backbone(cfg.model, task_corpus(task, train_raw or val_raw))
             model = build_tiny(cfg.model, tokenizer, cfg.optim.seed)
             log(f"tiny {cfg.model.backbone} from scratch: {sum(p.numel() for p in model.parameters()):,} parameters, "
                 f"vocabulary {len(tokenizer)} (full fine-tuning)")

@@ -2,16 +2,21 @@
 Qwen2-VL, Qwen2.5-VL and Chameleon (with its VQ image tokenizer).
 
 Token ids are passed in (from the project's tiny tokenizer, or fixed ids in tests), so the same builder
-serves both.
+serves both. ``build_tiny_tokenizer_for_backbone`` and ``build_tiny_for_backbone`` pick the sizes of a run's
+tiny tokenizer and model from its ``ModelConfig`` (the ``tiny_*`` fields) for each backbone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
 from .backbones.base import TokenIds
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 
 @dataclass
@@ -243,3 +248,92 @@ def build_tiny_chameleon(spec: TinyChameleonSpec, ids: ChameleonSpecialIds, seed
         torch.manual_seed(seed)
         model = ChameleonForConditionalGeneration(tiny_chameleon_config(spec, ids))
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------ per-backbone from a config
+#: Tiny Chameleon image side when ``model.image_size`` is unset. The synthetic boards are 84x84 px (3x3 cells of
+#: 28 px); at 48 px with one VQ code per 4x4 px they become 12x12 = 144 image tokens, 4x4 per cell, so token
+#: borders fall on cell borders (also for 4x4 boards: 3x3 tokens per cell). K x 3 steps (demo: 9) stay a small
+#: share of the candidates, as 3 x 64 of 1024 in the real model. Native 84 px would give 441 tokens (VQ ~9x slower).
+TINY_CHAMELEON_IMAGE_SIZE = 48
+#: Tiny Chameleon codebook size (the reference fixture's). The random, frozen VQ spreads 8 synthetic boards at 48 px
+#: over 127 distinct codes (a 64-code book: 53).
+TINY_CHAMELEON_CODES = 256
+
+
+def tiny_spec_for_backbone(cfg: "ModelConfig", vocab_size: int) -> TinyQwen2VLSpec | TinyChameleonSpec:
+    """The tiny model's sizes from ``cfg.tiny_*``: key/value heads are half the heads, the MLP is twice as wide."""
+    sizes = dict(vocab_size=vocab_size, hidden_size=cfg.tiny_hidden, intermediate_size=2 * cfg.tiny_hidden,
+                 num_layers=cfg.tiny_layers, num_heads=cfg.tiny_heads, num_kv_heads=max(1, cfg.tiny_heads // 2))
+    if cfg.backbone in ("qwen2-vl", "qwen2.5-vl"):
+        return TinyQwen2VLSpec(**sizes, vision_depth=cfg.tiny_vision_depth,
+                               vision_embed_dim=max(32, cfg.tiny_hidden // 2), vision_heads=max(1, cfg.tiny_heads // 2))
+    if cfg.backbone == "chameleon":  # no vision tower: tiny_vision_depth does not apply
+        return TinyChameleonSpec(**sizes, vq_resolution=cfg.image_size or TINY_CHAMELEON_IMAGE_SIZE,
+                                 vq_codes=TINY_CHAMELEON_CODES)
+    raise ValueError(f"no tiny model for backbone {cfg.backbone!r}")
+
+
+def build_tiny_tokenizer_for_backbone(cfg: "ModelConfig", corpus: Iterable[str]):
+    """The tiny tokenizer of ``cfg.backbone`` trained on ``corpus`` (``cfg.tiny_vocab`` text tokens).
+
+    Qwen2-VL and Qwen2.5-VL share ``build_tiny_tokenizer``; Chameleon's also holds the VQ code tokens and records
+    the image geometry (side, tokens per image) that ``ChameleonPromptEncoder`` reads back.
+    """
+    from .tokenizer import build_tiny_chameleon_tokenizer, build_tiny_tokenizer
+
+    spec = tiny_spec_for_backbone(cfg, cfg.tiny_vocab)  # raises for an unknown backbone
+    if isinstance(spec, TinyChameleonSpec):
+        return build_tiny_chameleon_tokenizer(corpus, cfg.tiny_vocab, spec.vq_codes, image_size=spec.vq_resolution,
+                                              image_seq_length=spec.image_tokens)
+    return build_tiny_tokenizer(corpus, cfg.tiny_vocab)
+
+
+def qwen_special_ids(tokenizer) -> QwenSpecialIds:
+    """The Qwen2-VL special ids of a tokenizer (the tiny one or a real one with the latent tokens added)."""
+    conv = tokenizer.convert_tokens_to_ids
+    return QwenSpecialIds(image_pad=conv("<|image_pad|>"), video_pad=conv("<|video_pad|>"),
+                          vision_start=conv("<|vision_start|>"), vision_end=conv("<|vision_end|>"),
+                          latent=conv("<|latent|>"), eos=tokenizer.eos_token_id, pad=tokenizer.pad_token_id,
+                          start_latent=conv("<|start-latent|>"), end_latent=conv("<|end-latent|>"))
+
+
+def chameleon_special_ids(tokenizer, n_codes: int) -> ChameleonSpecialIds:
+    """The Chameleon ids of a tokenizer whose ``n_codes`` image-code tokens have contiguous ids (as
+    ``build_tiny_chameleon_tokenizer`` lays them out).
+
+    Raises ValueError when a code token is missing or the codes are not contiguous.
+    """
+    conv = tokenizer.convert_tokens_to_ids
+    vocab = tokenizer.get_vocab()
+    names = [chameleon_code_name(c) for c in range(n_codes)]
+    if any(n not in vocab for n in names):
+        raise ValueError(f"the tokenizer lacks Chameleon's image-code tokens {names[0]}..{names[-1]}")
+    first = vocab[names[0]]
+    if [vocab[n] for n in names] != list(range(first, first + n_codes)):
+        raise ValueError(f"the tokenizer's {n_codes} image-code tokens are not contiguous ids")
+    return ChameleonSpecialIds(image=conv("<image>"), image_start=conv("<racm3:break>"), image_end=conv("<eoss>"),
+                               first_code=first, latent=conv("<|latent|>"), eos=tokenizer.eos_token_id,
+                               pad=tokenizer.pad_token_id, bos=tokenizer.bos_token_id,
+                               start_latent=conv("<|start-latent|>"), end_latent=conv("<|end-latent|>"))
+
+
+def build_tiny_for_backbone(cfg: "ModelConfig", tokenizer, seed: int):
+    """A randomly initialised tiny model of ``cfg.backbone`` for ``tokenizer`` (from
+    ``build_tiny_tokenizer_for_backbone``), sized by ``cfg.tiny_*``, in eval mode, deterministic from ``seed``.
+
+    Chameleon's VQ image tokenizer is frozen (its output is discrete: no gradient ever reaches it).
+    Raises ValueError for an unknown backbone, or a Chameleon tokenizer whose codes or recorded image side do
+    not fit the model.
+    """
+    spec = tiny_spec_for_backbone(cfg, len(tokenizer))
+    if cfg.backbone == "qwen2-vl":
+        return build_tiny_qwen2vl(spec, qwen_special_ids(tokenizer), seed=seed)
+    if cfg.backbone == "qwen2.5-vl":
+        return build_tiny_qwen25vl(spec, qwen_special_ids(tokenizer), seed=seed)
+    recorded = tokenizer.init_kwargs.get("image_size")
+    if recorded is not None and recorded != spec.vq_resolution:
+        raise ValueError(f"the tokenizer was built for {recorded} px images, the model for {spec.vq_resolution} px")
+    model = build_tiny_chameleon(spec, chameleon_special_ids(tokenizer, spec.vq_codes), seed=seed)
+    model.model.vqmodel.requires_grad_(False)
+    return model

@@ -10,14 +10,19 @@ Positions: 1-D rotary only. Logits: the model's head, with every image-code id a
 
 Unlike the authors' Chameleon code, nothing here assumes batch size 1 or exactly 1024 contiguous image tokens:
 the engine finds each sample's placeholders itself.
+
+``ChameleonPromptEncoder`` lays out the prompt as ``ChameleonProcessor`` does (bos, the image between
+``<racm3:break>`` and ``<eoss>``, then the text) and preprocesses images with ``ChameleonImageProcessorPil``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..attention import register_lastrow_backend
-from .base import Backbone
+from .base import Backbone, PromptEncoder
 
 
 class ChameleonBackbone(Backbone):
@@ -108,3 +113,55 @@ class ChameleonBackbone(Backbone):
             pad_token_id=self.tokens.pad,
             eos_token_id=self.tokens.eos,
         )
+
+
+class ChameleonPromptEncoder(PromptEncoder):
+    """``<s> <racm3:break> <image> x N <eoss>`` + the task's prompt text; the image as (1, 3, S, S) pixel values.
+
+    The layout is ``ChameleonProcessor``'s, which is what the pretrained model saw and what the authors' inference
+    fed it (their training data dropped the bos and the two markers: a train/inference drift not kept here, where
+    both use this one layout). The processor's chat-mode separator ``<reserved08706>`` is not appended: in the
+    authors' inference it fell after the latent slots (they sat in the processor's text), and their training
+    never had it. The markers are not image tokens: latent vision selects among the N placeholders only.
+
+    Image side S and tokens per image N: the tokenizer's recorded ``image_size`` / ``image_seq_length`` (tiny
+    tokenizers from ``build_tiny_chameleon_tokenizer``), else the real model's 512 px and 1024 tokens (one VQ code
+    per 16x16 px). ``image_size`` overrides S (the image is first resized to S x S); N then scales with it at the
+    same pixels per token. Without torchvision the PIL image processor is used: resize the shortest edge to S
+    (Lanczos), centre-crop S x S, scale to [-1, 1).
+
+    Raises ValueError (at construction) for a side that is not a multiple of the pixels per token.
+    """
+
+    #: ``ChameleonProcessor``'s and ``ChameleonImageProcessor``'s defaults (facebook/chameleon-7b)
+    DEFAULT_IMAGE_SIZE = 512
+    DEFAULT_IMAGE_SEQ_LENGTH = 1024
+
+    def __init__(self, tokenizer, image_size: int | None = None):
+        super().__init__(tokenizer, image_size)
+        from transformers.models.chameleon.image_processing_pil_chameleon import ChameleonImageProcessorPil
+
+        recorded = getattr(tokenizer, "init_kwargs", {}) or {}
+        base_side = int(recorded.get("image_size") or self.DEFAULT_IMAGE_SIZE)
+        base_tokens = int(recorded.get("image_seq_length") or self.DEFAULT_IMAGE_SEQ_LENGTH)
+        per_side = math.isqrt(base_tokens)
+        if per_side**2 != base_tokens or base_side % per_side:
+            raise ValueError(f"image_seq_length {base_tokens} is not a square grid over {base_side} px")
+        pixels_per_token = base_side // per_side
+        self.side = image_size or base_side
+        if self.side % pixels_per_token:
+            raise ValueError(f"image_size {self.side} is not a multiple of the {pixels_per_token} px per image token")
+        self.n_image_tokens = (self.side // pixels_per_token) ** 2
+        self.processor = ChameleonImageProcessorPil(size={"shortest_edge": self.side},
+                                                    crop_size={"height": self.side, "width": self.side})
+        conv = tokenizer.convert_tokens_to_ids
+        self.image_id, self.image_start, self.image_end = conv("<image>"), conv("<racm3:break>"), conv("<eoss>")
+        self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+
+    def encode_prompt(self, text, image):
+        ids = self.encode_text(text)
+        if image is None:
+            return self.bos + ids, {}
+        pixel_values = self.processor(images=[self.resize(image)], return_tensors="pt")["pixel_values"]  # (1, 3, S, S)
+        image_ids = [self.image_start] + [self.image_id] * self.n_image_tokens + [self.image_end]
+        return self.bos + image_ids + ids, {"pixel_values": pixel_values}
