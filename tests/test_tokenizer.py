@@ -73,8 +73,9 @@ def test_synthetic_example_round_trips_and_is_compact(tok):
         text = prompt + "<|latent|>" * 3 + ex.rationale + "\nTherefore, the answer is " + ex.answer + "<|im_end|>"
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
-        assert len(tok(ex.rationale)["input_ids"]) < 60  # whole words, not bytes
-        assert len(tok(prompt_text(ex))["input_ids"]) < 70
+        # whole words (plus one token per space, split off on purpose), not bytes
+        assert len(tok(ex.rationale)["input_ids"]) < 2.5 * len(ex.rationale.split())
+        assert len(tok(prompt_text(ex))["input_ids"]) < 2.5 * len(prompt_text(ex).split())
     assert len(tok) <= 512
     for word in ["red", "blue", "orange", "arrow", "cell", "option", "pointing", "leads"]:
         assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
