@@ -78,7 +78,9 @@ def test_synthetic_example_round_trips_and_is_compact(tok):
         assert len(tok(prompt_text(ex))["input_ids"]) < 3.5 * len(prompt_text(ex).split())  # + format punctuation
     assert len(tok) <= 512
     for word in ["red", "blue", "orange", "arrow", "cell", "option", "pointing", "leads"]:
-        assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
+        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
+        # the same token after a space (split off) as inside the options' braces
+        assert tok(" " + word, add_special_tokens=False)["input_ids"][1:] == tok(word, add_special_tokens=False)["input_ids"]
 
 
 def test_add_latent_tokens_appends_in_order_and_is_idempotent(tmp_path):
