@@ -83,6 +83,9 @@ class DataConfig:
 class CurriculumConfig:
     epochs_per_stage: int = 4
     """Epochs per curriculum stage (authors: 4)."""
+    cot_epochs: int | None = None
+    """Epochs of stage 0 (chain-of-thought) when the curriculum starts there; None: epochs_per_stage. Coconut
+    trains its CoT stage separately and longer; on a CPU budget the latent stages need fewer epochs."""
     max_latent_stage: int = 3
     """Last stage; stage s replaces the first s steps by s latent slots (authors: 3)."""
     pad_latent_to_max: bool = False
@@ -101,22 +104,42 @@ class CurriculumConfig:
     def __post_init__(self):
         if self.epochs_per_stage < 1 or self.max_latent_stage < 0 or self.extra_epochs < 0:
             raise ValueError("curriculum: epochs_per_stage >= 1, max_latent_stage >= 0, extra_epochs >= 0")
+        if self.cot_epochs is not None and self.cot_epochs < 1:
+            raise ValueError("curriculum.cot_epochs must be >= 1 (or null)")
         if not 0 <= self.first_stage <= self.max_latent_stage:
             raise ValueError("curriculum.first_stage must be in 0..max_latent_stage")
         if not 0.0 <= self.stage_mix_prob <= 1.0:
             raise ValueError("curriculum.stage_mix_prob must be in [0, 1]")
 
     @property
+    def stage0_epochs(self) -> int:
+        """Epochs spent in stage 0 (0 when the curriculum starts later)."""
+        if self.first_stage > 0:
+            return 0
+        return self.cot_epochs if self.cot_epochs is not None else self.epochs_per_stage
+
+    @property
     def total_epochs(self) -> int:
         if self.no_cot:
             return self.epochs_per_stage
-        return (self.max_latent_stage + 1 - self.first_stage) * self.epochs_per_stage + self.extra_epochs
+        latent_stages = self.max_latent_stage - max(1, self.first_stage) + 1
+        return self.stage0_epochs + latent_stages * self.epochs_per_stage + self.extra_epochs
 
     def stage(self, epoch: int) -> int:
         """The stage of an epoch (0-based); after the last stage, max_latent_stage."""
         if self.no_cot:
             return 0
-        return min(self.first_stage + epoch // self.epochs_per_stage, self.max_latent_stage)
+        if epoch < self.stage0_epochs:
+            return 0
+        first_latent = max(1, self.first_stage)
+        return min(first_latent + (epoch - self.stage0_epochs) // self.epochs_per_stage, self.max_latent_stage)
+
+    def is_stage_start(self, epoch: int) -> bool:
+        return epoch == 0 or self.stage(epoch) != self.stage(epoch - 1)
+
+    def is_stage_end(self, epoch: int) -> bool:
+        """Whether ``epoch`` is the last epoch of its stage (or of the run)."""
+        return epoch + 1 >= self.total_epochs or self.stage(epoch + 1) != self.stage(epoch)
 
 
 @dataclass

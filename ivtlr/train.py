@@ -105,15 +105,21 @@ class Trainer:
         global_batch = self.config.optim.batch_size * self.world
         return math.ceil(len(self.s.train) / global_batch)
 
-    @property
-    def steps_per_stage(self) -> int:
-        return math.ceil(self.batches_per_epoch / self.config.optim.grad_accum) * self.config.curriculum.epochs_per_stage
+    def steps_per_stage(self, stage: int) -> int:
+        cur = self.config.curriculum
+        epochs = sum(1 for e in range(cur.total_epochs) if cur.stage(e) == stage)
+        return math.ceil(self.batches_per_epoch / self.config.optim.grad_accum) * max(1, epochs)
 
     def new_optimizer(self) -> None:
         cfg = self.config.optim
         params = [p for p in self.s.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total, warm = self.steps_per_stage, cfg.warmup_steps
+        cur = self.config.curriculum
+        if cur.reset_optimizer:  # a schedule per stage, restarted with the optimizer
+            total = self.steps_per_stage(cur.stage(self.pos.epoch))
+        else:  # one schedule over the whole run
+            total = math.ceil(self.batches_per_epoch / cfg.grad_accum) * cur.total_epochs
+        warm = cfg.warmup_steps
 
         def factor(step: int) -> float:
             if cfg.schedule == "constant":
@@ -270,8 +276,7 @@ class Trainer:
         while self.pos.epoch < total_epochs:
             epoch = self.pos.epoch
             stage = cfg.curriculum.stage(epoch)
-            stage_start = epoch % cfg.curriculum.epochs_per_stage == 0 or cfg.curriculum.no_cot
-            if stage_start and self.pos.batch == 0 and epoch > 0 and cfg.curriculum.reset_optimizer:
+            if cfg.curriculum.is_stage_start(epoch) and self.pos.batch == 0 and epoch > 0 and cfg.curriculum.reset_optimizer:
                 self.new_optimizer()
             bar = None
             if self.is_main and cfg.run.progress:
@@ -285,8 +290,7 @@ class Trainer:
                 self.save(f"max-steps-{self.pos.step}")
                 self.log(f"stopped at step {self.pos.step} (run.max_steps); continue with --run.resume")
                 return
-            last_of_stage = (self.pos.epoch % cfg.curriculum.epochs_per_stage == 0) or self.pos.epoch == total_epochs
-            if last_of_stage:
+            if cfg.curriculum.is_stage_end(epoch):
                 self.save(f"stage-{stage}-end")
                 self.validate(stage)
         if self.tb is not None:

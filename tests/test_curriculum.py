@@ -61,6 +61,12 @@ def test_stage_mixing_is_seeded_and_only_goes_back():
 def test_stage_of_epoch():
     cfg = CurriculumConfig(epochs_per_stage=2, max_latent_stage=3, extra_epochs=1)
     assert [cfg.stage(e) for e in range(cfg.total_epochs)] == [0, 0, 1, 1, 2, 2, 3, 3, 3]
+    assert [e for e in range(cfg.total_epochs) if cfg.is_stage_end(e)] == [1, 3, 5, 8]
+    longer_cot = CurriculumConfig(epochs_per_stage=1, cot_epochs=3, max_latent_stage=2)
+    assert [longer_cot.stage(e) for e in range(longer_cot.total_epochs)] == [0, 0, 0, 1, 2]
+    assert [e for e in range(longer_cot.total_epochs) if longer_cot.is_stage_start(e)] == [0, 3, 4]
+    later = CurriculumConfig(epochs_per_stage=2, max_latent_stage=3, first_stage=2)
+    assert [later.stage(e) for e in range(later.total_epochs)] == [2, 2, 3, 3]
 
 
 def test_collator_aligns_the_first_latent_slot_and_pads():
