@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,19 +31,20 @@ import torch
 class DemoSize:
     n_train: int
     n_test: int
-    epochs_per_stage: int
+    cot_epochs: int  # stage 0 (chain-of-thought)
+    epochs_per_stage: int  # each latent stage
     nocot_epochs: int
     hidden: int
     layers: int
     batch_size: int
     lr: float
-    k: int = 3
+    k: int = 3  # of the 9 image tokens of a 3x3 board; K x 3 steps <= 9
 
 
 SIZES = {
-    "full": DemoSize(n_train=2000, n_test=300, epochs_per_stage=3, nocot_epochs=6, hidden=128, layers=4,
-                     batch_size=16, lr=1e-3),
-    "quick": DemoSize(n_train=96, n_test=24, epochs_per_stage=1, nocot_epochs=1, hidden=32, layers=2,
+    "full": DemoSize(n_train=4000, n_test=300, cot_epochs=4, epochs_per_stage=1, nocot_epochs=4, hidden=128,
+                     layers=4, batch_size=16, lr=1e-3),
+    "quick": DemoSize(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32, layers=2,
                       batch_size=8, lr=3e-3),
 }
 
@@ -53,7 +57,7 @@ def train_config(size: DemoSize, data: Path, out: Path, backbone: str, no_cot: b
                         tiny_heads=4 if size.hidden >= 64 else 2, tiny_vocab=400)
     cfg.data = replace(cfg.data, task="synth", source=str(data), val_size=0)
     cfg.curriculum = replace(cfg.curriculum, epochs_per_stage=size.nocot_epochs if no_cot else size.epochs_per_stage,
-                             max_latent_stage=3, no_cot=no_cot)
+                             cot_epochs=None if no_cot else size.cot_epochs, max_latent_stage=3, no_cot=no_cot)
     cfg.optim = replace(cfg.optim, lr=size.lr, batch_size=size.batch_size, schedule="cosine", warmup_steps=20,
                         seed=seed)
     cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=True)
@@ -118,10 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, label: str) -> int:
     from .data.synth import generate
-    from .train import Trainer
     from .report import write_report
-
-    import os
+    from .train import Trainer
 
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else min(8, os.cpu_count() // 2))
     torch.set_num_threads(threads)
@@ -132,13 +134,30 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
     data = out / "data"
     print(f"[1/4] synthetic benchmark: {size.n_train} train / {size.n_test} test questions -> {data}", flush=True)
     generate(data, n_train=size.n_train, n_test=size.n_test, seed=seed)
-    timings = {}
-    for name, no_cot in (("nocot", True), ("ivtlr", False)):
-        step = "[2/4] No-CoT baseline" if no_cot else "[3/4] IVT-LR curriculum (stage 0 = CoT, stages 1-3 latent)"
-        print(f"{step}: training a tiny {backbone} from scratch", flush=True)
-        t0 = time.perf_counter()
-        Trainer(train_config(size, data, out / name, backbone, no_cot, seed)).run()
-        timings[name] = time.perf_counter() - t0
+    # The two trainings run side by side: No-CoT in a child process (log: <out>/nocot.log), IVT-LR here.
+    nocot_cfg = train_config(size, data, out / "nocot", backbone, True, seed)
+    nocot_cfg.run.progress = False
+    nocot_cfg.save(out / "nocot.yaml")
+    print(f"[2/4] No-CoT baseline: training a tiny {backbone} from scratch in the background (log: {out / 'nocot.log'})",
+          flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    with (out / "nocot.log").open("w") as log:
+        child = subprocess.Popen([sys.executable, "-m", "ivtlr.cli", "train", str(out / "nocot.yaml")],
+                                 stdout=log, stderr=subprocess.STDOUT, env=env)
+        print(f"[3/4] IVT-LR curriculum (stage 0 = CoT, stages 1-3 latent): training a tiny {backbone} from scratch",
+              flush=True)
+        try:
+            Trainer(train_config(size, data, out / "ivtlr", backbone, False, seed)).run()
+        except BaseException:
+            child.kill()
+            raise
+        timings = {"ivtlr": time.perf_counter() - t0}
+        if child.wait() != 0:
+            tail = (out / "nocot.log").read_text()[-2000:]
+            raise RuntimeError(f"the No-CoT training failed (exit {child.returncode}):\n{tail}")
+        timings["nocot"] = time.perf_counter() - t0
+    torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
     print("[4/4] evaluation on the test split", flush=True)
     stages = stage_checkpoints(out / "ivtlr")
     nocot = stage_checkpoints(out / "nocot")[0]

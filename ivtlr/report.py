@@ -83,7 +83,7 @@ def write_report(out: Path, meta: dict, results: list[dict], ivtlr_metrics: Path
         f"{meta['size']['n_train']} training and {meta['size']['n_test']} test questions of the synthetic benchmark "
         f"(4 options: chance {chance:.0f}%); K = {meta['size']['k']}; seed {meta['seed']}; "
         f"{meta['threads']} torch thread(s); wall time {meta['wall_seconds'] / 60:.1f} min "
-        f"(training: IVT-LR {meta['train_seconds']['ivtlr'] / 60:.1f} min, No-CoT {meta['train_seconds']['nocot'] / 60:.1f} min).",
+        f"(training, side by side: IVT-LR {meta['train_seconds']['ivtlr'] / 60:.1f} min, No-CoT {meta['train_seconds']['nocot'] / 60:.1f} min).",
         "",
         "Accuracy is in %, by each judge (`official` = M3CoT's judge on the generated text, `reference` = the "
         "authors' lenient rule). AR steps = generated tokens per question. Latency = mean wall time per question "
