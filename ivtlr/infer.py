@@ -1,7 +1,7 @@
 """``ivtlr infer``: answer questions about images and show which patches each latent step looked at.
 
     ivtlr infer --checkpoint runs/demo/ivtlr/checkpoints/step-000375 --image board.png \\
-        --question "Start at the white cell and follow 2 arrows. What colour is the cell you reach?" \\
+        --question "Start at the white cell and follow the dots twice. What colour is the dot of the cell you reach?" \\
         --choices green red yellow blue
     ivtlr infer --checkpoint CKPT --questions questions.jsonl   # one {"image", "question", "choices"} per line
 

@@ -77,6 +77,14 @@ def _qwen_text_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds) -> dict:
     )
 
 
+def _seeded(model_cls, config, seed: int):
+    """``model_cls(config)`` initialised from ``seed`` without touching the global RNG, in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    return model.eval()
+
+
 def tiny_qwen2vl_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, attn_implementation: str = "sdpa"):
     from transformers import Qwen2VLConfig
 
@@ -97,10 +105,7 @@ def build_tiny_qwen2vl(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, seed: int = 0
     """A randomly initialised tiny ``Qwen2VLForConditionalGeneration`` in eval mode (deterministic from seed)."""
     from transformers import Qwen2VLForConditionalGeneration
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(tiny_qwen2vl_config(spec, ids))
-    return model.eval()
+    return _seeded(Qwen2VLForConditionalGeneration, tiny_qwen2vl_config(spec, ids), seed)
 
 
 def tiny_qwen25vl_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, attn_implementation: str = "sdpa"):
@@ -126,10 +131,7 @@ def build_tiny_qwen25vl(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, seed: int = 
     """A randomly initialised tiny ``Qwen2_5_VLForConditionalGeneration`` in eval mode (deterministic from seed)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(tiny_qwen25vl_config(spec, ids))
-    return model.eval()
+    return _seeded(Qwen2_5_VLForConditionalGeneration, tiny_qwen25vl_config(spec, ids), seed)
 
 
 # ----------------------------------------------------------------------------------------------- Chameleon
@@ -244,10 +246,7 @@ def build_tiny_chameleon(spec: TinyChameleonSpec, ids: ChameleonSpecialIds, seed
     """A randomly initialised tiny ``ChameleonForConditionalGeneration`` in eval mode (deterministic from seed)."""
     from transformers import ChameleonForConditionalGeneration
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = ChameleonForConditionalGeneration(tiny_chameleon_config(spec, ids))
-    return model.eval()
+    return _seeded(ChameleonForConditionalGeneration, tiny_chameleon_config(spec, ids), seed)
 
 
 # ------------------------------------------------------------------------------------ per-backbone from a config

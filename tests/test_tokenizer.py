@@ -77,7 +77,7 @@ def test_synthetic_example_round_trips_and_is_compact(tok):
         assert len(tok(ex.rationale)["input_ids"]) < 2.5 * len(ex.rationale.split())
         assert len(tok(prompt_text(ex))["input_ids"]) < 3.5 * len(prompt_text(ex).split())  # + format punctuation
     assert len(tok) <= 512
-    for word in ["red", "blue", "orange", "arrow", "cell", "option", "pointing", "leads"]:
+    for word in ["red", "blue", "orange", "dot", "cell", "option", "follow", "white"]:
         assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
         # the same token after a space (split off) as inside the options' braces
         assert tok(" " + word, add_special_tokens=False)["input_ids"][1:] == tok(word, add_special_tokens=False)["input_ids"]

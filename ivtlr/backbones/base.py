@@ -160,8 +160,16 @@ class Backbone(ABC):
         return self.hf.get_output_embeddings()(hidden)
 
     # ------------------------------------------------------------------------------------------- baseline
-    @abstractmethod
+    def model_inputs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra inputs the plain transformers forward/generate needs besides ids, mask and image inputs."""
+        return {}
+
     def hf_generate(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, vision: dict[str, torch.Tensor], new_tokens: int
     ) -> torch.Tensor:
         """Plain transformers ``generate`` producing exactly ``new_tokens`` greedy tokens (the benchmark baseline)."""
+        return self.hf.generate(
+            input_ids=input_ids, attention_mask=attention_mask, **vision, **self.model_inputs(input_ids),
+            max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+            pad_token_id=self.tokens.pad, eos_token_id=self.tokens.eos,
+        )

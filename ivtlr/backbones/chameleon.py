@@ -102,18 +102,6 @@ class ChameleonBackbone(Backbone):
         # as ChameleonForConditionalGeneration: image codes are never predicted in text mode
         return logits.masked_fill(self._code_mask(logits.device), torch.finfo(logits.dtype).min)
 
-    def hf_generate(self, input_ids, attention_mask, vision, new_tokens):
-        return self.hf.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            **vision,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokens.pad,
-            eos_token_id=self.tokens.eos,
-        )
-
 
 class ChameleonPromptEncoder(PromptEncoder):
     """``<s> <racm3:break> <image> x N <eoss>`` + the task's prompt text; the image as (1, 3, S, S) pixel values.

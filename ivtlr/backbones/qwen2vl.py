@@ -69,18 +69,8 @@ class Qwen2VLBackbone(Backbone):
         )
         return out.last_hidden_state, out.cache
 
-    def hf_generate(self, input_ids, attention_mask, vision, new_tokens):
-        return self.hf.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            mm_token_type_ids=self.image_mask(input_ids).long(),
-            **vision,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokens.pad,
-            eos_token_id=self.tokens.eos,
-        )
+    def model_inputs(self, input_ids):
+        return {"mm_token_type_ids": self.image_mask(input_ids).long()}  # transformers 5.x needs it with images
 
 
 class Qwen2VLPromptEncoder(PromptEncoder):

@@ -1,4 +1,4 @@
-"""Datasets: the synthetic arrow-grid benchmark (``synth``) in M3CoT's schema.
+"""Datasets: the synthetic visual multi-step benchmark (dot chains by default, arrow grids as an option) (``synth``) in M3CoT's schema.
 
 Attributes are imported lazily, so ``import ivtlr.data`` stays cheap and ``python -m ivtlr.data.synth`` runs cleanly.
 """

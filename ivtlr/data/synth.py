@@ -1,20 +1,33 @@
-"""Synthetic visual multi-step reasoning benchmark ("arrow grids"), written in M3CoT's schema.
+"""Synthetic visual multi-step reasoning benchmark ("dot chains" and "arrow grids"), written in M3CoT's schema.
 
 Each image is a ``grid x grid`` board of coloured cells, one cell per Qwen2-VL merged image token (28 px = two
-14 px patches merged 2x2), so a 3x3 board is an 84x84 image and 9 image tokens. Exactly one cell is white; cells
-carry black arrows pointing up, down, left or right, always at a neighbour inside the board. Every question
-starts at the white cell and follows ``hops`` arrows, then asks about the cell it reaches:
+14 px patches merged 2x2), so a 3x3 board is an 84x84 image and 9 image tokens. Exactly one cell is white and
+every question starts there. Two families of boards (``SynthConfig.family``):
+
+``dots`` (the default): every cell has a distinct fill colour and a centred square dot whose colour is the fill of
+*another* cell; following a dot means going to the cell filled with the dot's colour (content-addressed: no
+spatial arithmetic). Start at the white cell, follow the dots ``hops`` times, then ask about the reached cell:
+
+- ``dot-colour`` (domain ``synthetic-navigation``): what colour is that cell's dot?
+- ``dot-count``  (domain ``synthetic-counting``):   how many cells have a dot of that colour?
+- ``dot-match``  (domain ``synthetic-matching``):   which other cell has a dot of that colour? (its fill colour)
+
+``arrows``: cells carry black arrows pointing at a neighbour; following an arrow means moving to that neighbour:
 
 - ``arrow-colour``    (domain ``synthetic-navigation``): what colour is that cell?
 - ``arrow-direction`` (domain ``synthetic-navigation``): which way does that cell's own arrow point?
 - ``colour-count``    (domain ``synthetic-counting``):   how many cells on the board have that cell's colour?
 
+The dots family is the default because a tiny from-scratch Qwen2-VL (RoPE only, no absolute positions) did not
+learn the arrows' "move to the neighbour" step in the CPU budget, while a dot-chain prototype learned quickly
+(docs/synthetic-task.md).
+
 The rationale has exactly three sentences joined by ". " (the IVT-LR splitter turns it into three steps), each
-reading a different part of the image; the last one also names the option letter ("... and blue is option (C)")
-so that the content-to-letter mapping is an explicit, learnable step. Answer letters are exactly balanced, answer
-contents uniform, options drawn symmetrically from the same vocabulary (text-only models sit at chance), and board
-statistics are balanced (option colours cover equal areas, arrow directions about equally frequent, decoy colour
-counts) so that only following the arrows answers reliably. See docs/synthetic-task.md for the design.
+reading a different cell (the white cell, the first cell reached, the last one); the last one also names the
+option letter ("... and pink is option (A)") so that the content-to-letter mapping is an explicit, learnable step.
+Answer letters are exactly balanced, answer contents uniform, options drawn symmetrically from the same vocabulary
+(text-only models sit at chance), and board statistics are balanced so that only following the chain answers
+reliably. See docs/synthetic-task.md for the design.
 
 This module generates, renders and saves the data (``generate``, ``synth_main``); it is not the task object that
 formats prompts and scores answers (that lives in ``ivtlr.tasks``). Everything is a pure function of the seed.
@@ -32,11 +45,12 @@ import sys
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
 
 from PIL import Image, ImageDraw
 
-# Colour names in the order they enter the palette (--n-colors takes a prefix). Light enough for black arrows.
+# Arrow family: colour names in the order they enter the palette (--n-colors takes a prefix). Light enough for
+# black arrows.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (230, 40, 40),
     "green": (40, 170, 60),
@@ -49,45 +63,76 @@ PALETTE: dict[str, tuple[int, int, int]] = {
     "brown": (150, 95, 50),
     "gray": (150, 150, 150),
 }
+# Dots family (the prototype's colours): fills and dots; a 3x3 board uses white + 8 of these 9, all distinct.
+DOT_PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 50, 47),
+    "green": (40, 160, 60),
+    "blue": (40, 90, 220),
+    "yellow": (240, 200, 30),
+    "purple": (140, 60, 180),
+    "orange": (240, 130, 20),
+    "pink": (240, 120, 190),
+    "brown": (130, 80, 40),
+    "gray": (128, 128, 128),
+}
 START_COLOUR = "white"
 START_RGB = (255, 255, 255)
 ARROW_RGB = (0, 0, 0)
 BORDER_RGB = (60, 60, 60)
+DOT_BORDER_RGB = (40, 40, 40)
 DIRECTIONS = ("up", "down", "left", "right")
 _OFFSET = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}  # (d_row, d_col)
-KINDS = ("arrow-colour", "arrow-direction", "colour-count")
+DOT_KINDS = ("dot-colour", "dot-count", "dot-match")
+ARROW_KINDS = ("arrow-colour", "arrow-direction", "colour-count")
+FAMILIES: dict[str, tuple[str, ...]] = {"dots": DOT_KINDS, "arrows": ARROW_KINDS}
+KINDS = DOT_KINDS + ARROW_KINDS  # every known kind; SynthConfig().kinds is the default family's
 DOMAIN = {
+    "dot-colour": "synthetic-navigation",
+    "dot-count": "synthetic-counting",
+    "dot-match": "synthetic-matching",
     "arrow-colour": "synthetic-navigation",
     "arrow-direction": "synthetic-navigation",
     "colour-count": "synthetic-counting",
 }
 LETTERS = "ABCDEFGHIJ"
 SPLITS = ("train", "test")
+_TIMES = {1: "once", 2: "twice", 3: "three times", 4: "four times"}
 
 
 @dataclass
 class SynthConfig:
-    """Difficulty knobs of the arrow-grid benchmark (all CLI flags of ``ivtlr data synth`` except out/n/seed)."""
+    """Difficulty knobs of the benchmark (all CLI flags of ``ivtlr data synth`` except out/n/seed)."""
 
+    family: Literal["dots", "arrows"] = "dots"
+    """Board family: dots (follow dot colours to the cell of that fill; learnable without absolute positions) or
+    arrows (follow arrows to neighbouring cells)."""
     grid: int = 3
-    """Board side in cells (the image has grid*grid cells = image tokens). 3 learns in minutes on 2 CPU cores."""
+    """Board side in cells (the image has grid*grid cells = image tokens). 3 learns in minutes on 2 CPU cores;
+    dots needs a distinct fill per cell, so grid <= 3."""
     cell: int = 28
     """Cell side in pixels. 28 px = one Qwen2-VL merged token (14 px patches, 2x2 merge); keep it for Qwen2-VL."""
     image_size: int | None = None
     """Image side in pixels; when given it must be a multiple of grid and sets cell = image_size // grid."""
-    n_colors: int = 6
-    """How many cell colours (a prefix of PALETTE, at most 10); white is reserved for the start cell."""
+    n_colors: int | None = None
+    """How many colours (a prefix of the family's palette; white is reserved for the start cell); none: 9 for dots
+    (all of DOT_PALETTE), 6 for arrows. Dots needs at least grid*grid-1."""
     hops: int = 2
-    """Arrows to follow from the white cell (2..grid*grid//2; >= 2 so that no single look answers)."""
+    """Dots or arrows to follow from the white cell (2..grid*grid//2; >= 2 so that no single look answers)."""
     distractors: int | None = None
-    """Arrows drawn off the followed path (each a random in-board direction); None: every cell has an arrow."""
+    """Arrows family only: arrows drawn off the followed path (each a random in-board direction); none: every
+    cell has an arrow."""
     n_choices: int = 4
     """Options per question (2..4); the answer letter is balanced over them."""
-    kinds: tuple[str, ...] = KINDS
-    """Question kinds to mix, balanced (comma-separated): arrow-colour, arrow-direction, colour-count."""
+    kinds: tuple[str, ...] = ()
+    """Question kinds to mix, balanced (comma-separated); empty: all of the family's (dots: dot-colour,
+    dot-count, dot-match; arrows: arrow-colour, arrow-direction, colour-count)."""
 
     def __post_init__(self) -> None:
-        self.kinds = tuple(self.kinds)
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {self.family!r}")
+        self.kinds = tuple(self.kinds) or FAMILIES[self.family]
+        dots = self.family == "dots"
+        palette = DOT_PALETTE if dots else PALETTE
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 2:
             raise ValueError(f"grid must be an integer >= 2, got {self.grid!r}")
         if self.image_size is not None:
@@ -95,10 +140,18 @@ class SynthConfig:
                 raise ValueError(f"image_size={self.image_size} must be a positive multiple of grid={self.grid}")
             self.cell = self.image_size // self.grid
         if self.cell < 8:
-            raise ValueError(f"cell must be >= 8 pixels to draw an arrow, got {self.cell}")
+            raise ValueError(f"cell must be >= 8 pixels to draw an arrow or a dot, got {self.cell}")
         self.image_size = self.grid * self.cell
-        if not 2 <= self.n_colors <= len(PALETTE):
-            raise ValueError(f"n_colors must be in 2..{len(PALETTE)}, got {self.n_colors}")
+        cells = self.grid * self.grid - 1  # non-white cells
+        if dots and cells > len(DOT_PALETTE):
+            raise ValueError(f"the dots family needs a distinct fill per cell: grid*grid-1 = {cells} colours, "
+                             f"but DOT_PALETTE has {len(DOT_PALETTE)} (use grid <= 3, or --family arrows)")
+        if self.n_colors is None:
+            self.n_colors = len(DOT_PALETTE) if dots else 6
+        lowest = cells if dots else 2
+        if not lowest <= self.n_colors <= len(palette):
+            raise ValueError(f"n_colors must be in {lowest}..{len(palette)} for the {self.family} family "
+                             f"on a {self.grid}x{self.grid} grid, got {self.n_colors}")
         if not 2 <= self.n_choices <= len(DIRECTIONS):
             raise ValueError(f"n_choices must be in 2..{len(DIRECTIONS)}, got {self.n_choices}")
         if self.hops < 2:
@@ -106,12 +159,13 @@ class SynthConfig:
         if self.hops > self.grid * self.grid // 2:  # longer self-avoiding paths get slow to sample, and unreadable
             raise ValueError(f"hops={self.hops} is too many for a {self.grid}x{self.grid} grid "
                              f"(at most grid*grid//2 = {self.grid * self.grid // 2})")
-        if self.distractors is not None and self.distractors < 0:
-            raise ValueError(f"distractors must be >= 0 or None (all cells), got {self.distractors}")
-        if not self.kinds or any(k not in KINDS for k in self.kinds) or len(set(self.kinds)) != len(self.kinds):
-            raise ValueError(f"kinds must be distinct names among {KINDS}, got {self.kinds}")
+        if self.distractors is not None and (dots or self.distractors < 0):
+            raise ValueError(f"distractors must be >= 0 or None (all cells), and is for the arrows family only "
+                             f"(every dots cell has a dot), got {self.distractors}")
+        known = FAMILIES[self.family]
+        if any(k not in known for k in self.kinds) or len(set(self.kinds)) != len(self.kinds):
+            raise ValueError(f"kinds must be distinct names among {known} (family {self.family}), got {self.kinds}")
         if "arrow-colour" in self.kinds:
-            cells = self.grid * self.grid - 1
             if self.n_colors < self.n_choices or cells < self.n_choices:
                 raise ValueError(f"arrow-colour needs n_colors >= n_choices and grid*grid-1 >= n_choices, got "
                                  f"n_colors={self.n_colors}, grid={self.grid}, n_choices={self.n_choices}")
@@ -121,25 +175,45 @@ class SynthConfig:
         if "colour-count" in self.kinds and self.max_count < self.n_choices:
             raise ValueError(f"colour-count needs grid*grid-hops >= n_choices cells off the path, got "
                              f"{self.grid * self.grid - self.hops} < {self.n_choices}")
+        if "dot-colour" in self.kinds and cells - 1 < self.n_choices:
+            raise ValueError(f"dot-colour draws its options from the grid*grid-1 >= n_choices+1 non-white fills "
+                             f"other than the reached cell's, got grid={self.grid}, n_choices={self.n_choices}")
+        if "dot-count" in self.kinds and self.max_count < self.n_choices:
+            raise ValueError(f"dot-count needs grid*grid-1-hops >= n_choices cells off the chain, got "
+                             f"{cells - self.hops} < {self.n_choices}")
+        if "dot-match" in self.kinds and cells - self.hops < max(self.n_choices, 2):
+            raise ValueError(f"dot-match draws its options from the grid*grid-1-hops >= n_choices cells off the "
+                             f"chain, got {cells - self.hops} < {self.n_choices}")
+
+    @property
+    def palette(self) -> dict[str, tuple[int, int, int]]:
+        return DOT_PALETTE if self.family == "dots" else PALETTE
 
     @property
     def colours(self) -> tuple[str, ...]:
-        return tuple(PALETTE)[: self.n_colors]
+        return tuple(self.palette)[: self.n_colors]
 
     @property
     def max_count(self) -> int:
-        """Largest answer of colour-count: counts are drawn uniformly from 1..max_count (the reached cell plus
-        cells off the followed path)."""
-        return min(self.grid * self.grid - self.hops, max(self.n_choices, self.grid + 1))
+        """Largest answer of colour-count / dot-count: counts are drawn uniformly from 1..max_count (arrows: the
+        reached cell plus cells off the followed path; dots: the reached cell's dot plus dots off the chain)."""
+        off_chain = self.grid * self.grid - self.hops - (1 if self.family == "dots" else 0)
+        return min(off_chain, max(self.n_choices, self.grid + 1))
 
 
 @dataclass(frozen=True)
 class Scene:
-    """A board: row-major cell colours (the start cell is "white") and arrows (a direction or None)."""
+    """A board: row-major cell fill colours (the start cell is "white"), arrows (a direction or None) and, for the
+    dots family, dots (the colour of each cell's dot; empty for arrow boards)."""
 
     grid: int
     colours: tuple[str, ...]
     arrows: tuple[str | None, ...]
+    dots: tuple[str, ...] = ()
+
+    @property
+    def family(self) -> str:
+        return "dots" if self.dots else "arrows"
 
     @property
     def start(self) -> int:
@@ -148,15 +222,25 @@ class Scene:
     def neighbour(self, cell: int, direction: str) -> int | None:
         return _neighbour(cell, direction, self.grid)
 
+    def step(self, cell: int) -> int:
+        """The cell that ``cell``'s dot (the cell filled with its colour) or arrow (the neighbour) leads to."""
+        if self.dots:
+            dot = self.dots[cell]
+            if dot == START_COLOUR or dot == self.colours[cell] or self.colours.count(dot) != 1:
+                raise ValueError(f"cell {cell}'s {dot} dot does not lead to exactly one other non-white cell")
+            return self.colours.index(dot)
+        d = self.arrows[cell]
+        nxt = None if d is None else self.neighbour(cell, d)
+        if nxt is None:
+            raise ValueError(f"cell {cell} has no arrow into the board")
+        return nxt
+
     def follow(self, hops: int) -> list[int]:
-        """Cells visited from the white cell following ``hops`` arrows (start included). Errors on a dead end."""
+        """Cells visited from the white cell following ``hops`` dots or arrows (start included). Errors on a dead
+        end."""
         path = [self.start]
         for _ in range(hops):
-            d = self.arrows[path[-1]]
-            nxt = None if d is None else self.neighbour(path[-1], d)
-            if nxt is None:
-                raise ValueError(f"cell {path[-1]} has no arrow into the board")
-            path.append(nxt)
+            path.append(self.step(path[-1]))
         return path
 
 
@@ -177,6 +261,15 @@ class Example:
 def solve(scene: Scene, kind: str, hops: int) -> str:
     """The answer's content (a colour word, a direction or a count as digits), read off the scene from scratch."""
     end = scene.follow(hops)[-1]
+    if kind == "dot-colour":
+        return scene.dots[end]
+    if kind == "dot-count":
+        return str(scene.dots.count(scene.dots[end]))
+    if kind == "dot-match":
+        twins = [c for c, d in enumerate(scene.dots) if d == scene.dots[end] and c != end]
+        if len(twins) != 1:
+            raise ValueError(f"{len(twins)} other cells have the reached cell's dot colour, expected exactly 1")
+        return scene.colours[twins[0]]
     if kind == "arrow-colour":
         return scene.colours[end]
     if kind == "arrow-direction":
@@ -329,6 +422,165 @@ def _colour_with_decoys(rng: random.Random, cfg: SynthConfig, path: list[int]) -
     return colours
 
 
+# Dots family
+
+
+def _assign(rng: random.Random, cells: list[int], bag: list[str], fills: list[str]) -> list[str]:
+    """Dot colours of ``bag`` on ``cells`` (same length), no cell getting its own fill (shuffle until it fits).
+
+    Callers keep every colour's count at most len(cells) minus one if its own cell is among them (Hall's condition
+    here), so a fit exists and a random order fits with probability about 1/e."""
+    for _ in range(10_000):
+        rng.shuffle(bag)
+        if all(fills[c] != d for c, d in zip(cells, bag)):
+            return bag
+    raise AssertionError("no dot assignment found")  # pragma: no cover - excluded by the callers' counts
+
+
+def _dot_chain(rng: random.Random, cfg: SynthConfig) -> tuple[list[str], list[int], list[str | None]]:
+    """Distinct fills (white at a random cell) and a random chain of hops distinct non-white cells.
+
+    Returns (fills, path with the start first, dots with the chain's dots set: each path cell's dot is the next
+    cell's fill; the last cell's dot is left for the kind to choose)."""
+    n_cells = cfg.grid * cfg.grid
+    fills = [START_COLOUR] + rng.sample(cfg.colours, n_cells - 1)
+    rng.shuffle(fills)
+    start = fills.index(START_COLOUR)
+    path = [start] + rng.sample([c for c in range(n_cells) if c != start], cfg.hops)
+    dots: list[str | None] = [None] * n_cells
+    for here, there in zip(path, path[1:]):
+        dots[here] = fills[there]
+    return fills, path, dots
+
+
+def _dots_colour(rng: random.Random, cfg: SynthConfig, fills, path, dots) -> tuple[str, list[str]]:
+    """dot-colour: the reached cell's dot is uniform over the non-white fills but its own (an earlier chain colour
+    included: the chain may loop back), the options are 4 of those same colours (so stopping early, or the colours
+    read on the way, rule out nothing), and the dots off the chain make every option about equally frequent as a
+    dot (2 dots each on 3x3), so "the option seen most often as a dot" is chance."""
+    end = path[-1]
+    pool = [f for f in fills if f not in (START_COLOUR, fills[end])]
+    target = rng.choice(pool)
+    dots[end] = target
+    options = [target] + rng.sample([f for f in pool if f != target], cfg.n_choices - 1)
+    per_option = len(fills) // cfg.n_choices
+    used = {f: dots.count(f) for f in fills}
+    free = [c for c in range(len(fills)) if dots[c] is None]
+    rng.shuffle(free)
+    for c in free:
+        allowed = [f for f in fills if f not in (START_COLOUR, fills[c])]
+        short = [f for f in allowed if f in options and used[f] < per_option]
+        if short:
+            least = min(used[f] for f in short)
+            pick = rng.choice([f for f in short if used[f] == least])
+        else:
+            pick = rng.choice([f for f in allowed if f not in options] or allowed)
+        dots[c], used[pick] = pick, used[pick] + 1
+    return target, options[1:]
+
+
+def _dots_count(rng: random.Random, cfg: SynthConfig, fills, path, dots) -> str:
+    """dot-count: the reached cell's dot colour (never a chain colour) is on k dots, k uniform in 1..max_count;
+    decoy colours (chain colours included, counting their chain dot) are on other counts from 1..max_count, in
+    random order, as many as fit, so the counts seen on the board say little about which one is asked for."""
+    end, n_cells = path[-1], len(fills)
+    chain = {fills[c] for c in path[1:]}
+    target = rng.choice([f for f in fills if f != START_COLOUR and f not in chain])
+    dots[end] = target
+    free = [c for c in range(n_cells) if dots[c] is None]
+    k = rng.randint(1, cfg.max_count)
+    bag = [target] * (k - 1)
+    budget = len(free) - len(bag)
+    sizes = [d for d in range(1, cfg.max_count + 1) if d != k]
+    rng.shuffle(sizes)
+    candidates = [f for f in fills if f not in (START_COLOUR, target)]
+    rng.shuffle(candidates)
+    decoys = set()
+    for d in sizes:
+        for f in candidates:
+            need = d - dots.count(f)
+            own_free = fills.index(f) in free
+            if f not in decoys and 0 <= need <= budget and bag.count(f) + need <= len(free) - own_free:
+                bag += [f] * need
+                budget -= need
+                decoys.add(f)
+                break
+    rest = [f for f in candidates if f not in decoys]  # the remainder keeps the target's and decoys' counts exact
+    cells = rng.sample(free, len(bag))
+    for c, d in zip(cells, _assign(rng, cells, bag, fills)):
+        dots[c] = d
+    for c in free:
+        if dots[c] is None:
+            dots[c] = rng.choice([f for f in rest if f != fills[c]])
+    return str(k)
+
+
+def _dots_match(rng: random.Random, cfg: SynthConfig, fills, path, dots) -> tuple[str, list[str]]:
+    """dot-match: exactly one other cell (the twin, off the chain) has the reached cell's dot colour (never a chain
+    colour); the other dots come in pairs too where they fit (the chain colours' second dots first, then pairs of
+    fresh colours, at most one single), so "the option whose dot has a twin" is no clue. Options are fills of cells
+    off the chain (the chain's colours never are), preferring cells whose dot has a twin."""
+    end, n_cells = path[-1], len(fills)
+    chain = [fills[c] for c in path[1:]]
+    target = rng.choice([f for f in fills if f != START_COLOUR and f not in chain])
+    dots[end] = target
+    free = [c for c in range(n_cells) if dots[c] is None]
+    twin = rng.choice([c for c in free if fills[c] != target])
+    dots[twin] = target
+    free.remove(twin)
+    seconds = chain[:]
+    rng.shuffle(seconds)
+    bag = seconds[: len(free)]
+    fresh = [f for f in fills if f not in (START_COLOUR, target) and f not in chain]
+    rng.shuffle(fresh)
+    while len(bag) < len(free):
+        f = fresh.pop()
+        bag += [f] * min(2, len(free) - len(bag))
+    for c, d in zip(free, _assign(rng, free, bag, fills)):
+        dots[c] = d
+    answer = fills[twin]
+    off_chain = [c for c in range(n_cells) if c not in path and c != twin]
+    rng.shuffle(off_chain)
+    off_chain.sort(key=lambda c: dots.count(dots[c]) != 2)  # stable: paired dots first, random within
+    return answer, [fills[c] for c in off_chain[: cfg.n_choices - 1]]
+
+
+def _make_dot_example(cfg: SynthConfig, rng: random.Random, kind: str, letter: int) -> Example:
+    fills, path, dots = _dot_chain(rng, cfg)
+    if kind == "dot-colour":
+        answer, distractors = _dots_colour(rng, cfg, fills, path, dots)
+    elif kind == "dot-count":
+        answer = _dots_count(rng, cfg, fills, path, dots)
+        distractors = rng.sample([str(k) for k in range(1, cfg.max_count + 1) if str(k) != answer],
+                                 cfg.n_choices - 1)
+    else:
+        answer, distractors = _dots_match(rng, cfg, fills, path, dots)
+    scene = Scene(cfg.grid, tuple(fills), (None,) * len(fills), tuple(dots))
+    end = path[-1]
+
+    # Text. Step 1 reads the white cell, step 2 the cells on the way, step 3 the reached cell (and the board).
+    def has(c: int) -> str:
+        return f"{fills[c]} cell has {_article(dots[c])} {dots[c]} dot"
+
+    lead = f"Start at the white cell and follow the dots {_TIMES.get(cfg.hops, f'{cfg.hops} times')}"
+    step1 = f"The {has(path[0])}"
+    step2 = "The " + ", then the ".join(has(c) for c in path[1:-1])
+    step3 = f"The {has(end)}"
+    if kind == "dot-colour":
+        question = f"{lead}. What colour is the dot of the cell you reach?"
+    elif kind == "dot-count":
+        question = f"{lead}. How many cells have a dot of the same colour as the dot of the cell you reach?"
+        step3 += f", there {'is' if answer == '1' else 'are'} {answer} {dots[end]} {'dot' if answer == '1' else 'dots'}"
+    else:
+        question = f"{lead}. Which other cell has a dot of the same colour as the dot of the cell you reach?"
+        step3 += f", the {answer} cell has {_article(dots[end])} {dots[end]} dot too"
+    choices = _place_choices(rng, answer, distractors, letter)
+    step3 += f", and {answer} is option ({LETTERS[letter]})"
+    rationale = f"{step1}. {step2}. {step3}."
+    assert solve(scene, kind, cfg.hops) == answer, "generator and solver disagree"
+    return Example(scene, kind, cfg.hops, question, choices, LETTERS[letter], rationale, tuple(path))
+
+
 def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str | None = None) -> Example:
     """Generate example ``index`` of ``split``: a pure function of (cfg, seed, split, index).
 
@@ -337,14 +589,18 @@ def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str 
         seed: dataset seed.
         split: any name; "train" and "test" draw independent streams.
         index: position in the split. The kind and the answer letter are balanced over consecutive indices.
-        kind: force a kind instead of the balanced choice (used for the docs' examples).
+        kind: force a kind of cfg.family instead of the balanced choice (used for the docs' examples).
     Returns:
         The Example (scene, question, choices, answer letter, 3-sentence rationale).
     """
     key = f"ivtlr-synth/{seed}/{split}"
     kind = kind or cfg.kinds[_balanced(f"{key}/kind", index, len(cfg.kinds))]
     letter = _balanced(f"{key}/letter", index, cfg.n_choices)
+    if kind not in cfg.kinds and kind not in FAMILIES[cfg.family]:
+        raise ValueError(f"kind {kind!r} is not of the {cfg.family} family {FAMILIES[cfg.family]}")
     rng = random.Random(f"{key}/{index}")
+    if cfg.family == "dots":
+        return _make_dot_example(cfg, rng, kind, letter)
     g, n_cells = cfg.grid, cfg.grid * cfg.grid
 
     final_dir = rng.choice(DIRECTIONS) if kind == "arrow-direction" else None
@@ -393,7 +649,6 @@ def make_example(cfg: SynthConfig, seed: int, split: str, index: int, kind: str 
     assert solve(scene, kind, cfg.hops) == answer, "generator and solver disagree"
     return Example(scene, kind, cfg.hops, question, choices, LETTERS[letter], rationale, tuple(path))
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # Rendering
 
@@ -408,9 +663,28 @@ def _arrow_polygon(x0: int, y0: int, s: int, direction: str) -> list[tuple[float
     return [(cx + dx * s, cy + dy * s) for dx, dy in (to_xy(u, v) for u, v in uv)]
 
 
+def dot_box(cell: int) -> tuple[int, int]:
+    """First and last pixel offset of the centred square dot inside a cell: 8..19 (12 px) in a 28 px cell."""
+    side = max(2, cell * 3 // 7)
+    lo = (cell - side) // 2
+    return lo, lo + side - 1
+
+
 def render(scene: Scene, cell: int = 28) -> Image.Image:
-    """Draw the scene: an RGB image of side grid*cell, one filled cell per grid position with a 1 px border."""
+    """Draw the scene: an RGB image of side grid*cell, one filled cell per grid position with a 1 px border, plus
+    a centred square dot per cell (dots family) or a black arrow (arrows family)."""
     size = scene.grid * cell
+    if scene.dots:
+        img = Image.new("RGB", (size, size), DOT_BORDER_RGB)
+        draw = ImageDraw.Draw(img)
+        lo, hi = dot_box(cell)
+        rgb = DOT_PALETTE | {START_COLOUR: START_RGB}
+        for i, (colour, dot) in enumerate(zip(scene.colours, scene.dots)):
+            r, c = divmod(i, scene.grid)
+            x0, y0 = c * cell, r * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=rgb[colour], outline=DOT_BORDER_RGB)
+            draw.rectangle([x0 + lo, y0 + lo, x0 + hi, y0 + hi], fill=rgb[dot])
+        return img
     img = Image.new("RGB", (size, size), BORDER_RGB)
     draw = ImageDraw.Draw(img)
     for i, (colour, arrow) in enumerate(zip(scene.colours, scene.arrows)):
@@ -458,7 +732,7 @@ def to_record(ex: Example, split: str, index: int, cell: int) -> dict:
     uid = f"synth-{split}-{index:06d}"
     return {
         "id": uid,
-        "category": f"grid{ex.scene.grid}-hops{ex.hops}",
+        "category": f"{ex.scene.family}-grid{ex.scene.grid}-hops{ex.hops}",
         "image_id": uid,
         "question": ex.question,
         "choices": list(ex.choices),
@@ -479,7 +753,8 @@ def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 
         out_dir: where to save (the splits plus ``synth_config.json``); None only builds it in memory.
         n_train, n_test: split sizes (>= 1).
         seed: the same seed and knobs give byte-identical data.
-        **difficulty: SynthConfig fields (grid, cell, image_size, n_colors, hops, distractors, n_choices, kinds).
+        **difficulty: SynthConfig fields (family, grid, cell, image_size, n_colors, hops, distractors, n_choices,
+            kinds).
     Returns:
         ``datasets.DatasetDict`` with splits "train" and "test" in M3CoT's Features.
     Raises:
@@ -530,9 +805,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         hint, flag = hints[f.name], "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = ",".join(default) if isinstance(default, tuple) else "none" if default is None else default
+        shown = (",".join(default) or "all") if isinstance(default, tuple) else "none" if default is None else default
         helptext = f"{docs.get(f.name, '')} (default: {shown})".replace("%", "%%")
-        if typing.get_origin(hint) is tuple:
+        if typing.get_origin(hint) is Literal:
+            parser.add_argument(flag, choices=typing.get_args(hint), default=default, help=helptext)
+        elif typing.get_origin(hint) is tuple:
             parser.add_argument(flag, type=lambda s: tuple(p for p in s.split(",") if p), default=default,
                                 help=helptext, metavar="A,B")
         elif hint == int | None:
@@ -565,7 +842,8 @@ def synth_main(argv: list[str]) -> int:
     Returns 0 on success; bad arguments exit through argparse (SystemExit(2) with a one-line reason)."""
     parser = argparse.ArgumentParser(
         prog="ivtlr data synth",
-        description="Generate the synthetic arrow-grid benchmark (M3CoT schema) and save it with save_to_disk.")
+        description="Generate the synthetic dot-chain / arrow-grid benchmark (M3CoT schema) and save it with "
+                    "save_to_disk.")
     parser.add_argument("--out", required=True, help="output directory (load it with datasets.load_from_disk)")
     parser.add_argument("--n-train", type=int, default=5000, help="train examples (default: 5000)")
     parser.add_argument("--n-test", type=int, default=500, help="test examples (default: 500)")
@@ -579,7 +857,7 @@ def synth_main(argv: list[str]) -> int:
         parser.error(str(e))
     cfg = json.loads((Path(out) / "synth_config.json").read_text())
     print(f"wrote {out}: train {len(dd['train'])}, test {len(dd['test'])} "
-          f"({cfg['grid']}x{cfg['grid']} grid, {cfg['image_size']} px, hops {cfg['hops']}, kinds {','.join(cfg['kinds'])})")
+          f"({cfg['family']}, {cfg['grid']}x{cfg['grid']} grid, {cfg['image_size']} px, hops {cfg['hops']}, kinds {','.join(cfg['kinds'])})")
     return 0
 
 
@@ -587,16 +865,20 @@ def synth_main(argv: list[str]) -> int:
 # Documentation examples
 
 DOC_EXAMPLES: tuple[tuple[str, dict], ...] = (
-    ("arrow-colour", {}),
-    ("arrow-direction", {}),
-    ("colour-count", {}),
-    ("arrow-colour", {"grid": 4, "hops": 3}),
+    ("dot-colour", {}),
+    ("dot-count", {}),
+    ("dot-match", {}),
+    ("dot-colour", {"hops": 4}),
+    ("arrow-colour", {"family": "arrows"}),
+    ("arrow-direction", {"family": "arrows"}),
+    ("colour-count", {"family": "arrows"}),
+    ("arrow-colour", {"family": "arrows", "grid": 4, "hops": 3}),
 )
 _DOC_BEGIN, _DOC_END = "<!-- examples:begin -->", "<!-- examples:end -->"
 
 
 def render_examples(img_dir: str | Path, seed: int = 0, scale: int = 4) -> str:
-    """Write docs/img/synth-{1..4}.png (scaled up ``scale`` times) and return their markdown (links to img/...)."""
+    """Write docs/img/synth-{1..8}.png (scaled up ``scale`` times) and return their markdown (links to img/...)."""
     img_dir = Path(img_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
     parts = []
@@ -607,7 +889,7 @@ def render_examples(img_dir: str | Path, seed: int = 0, scale: int = 4) -> str:
         img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(img_dir / f"synth-{k}.png")
         options = "  ".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(ex.choices))
         parts.append(
-            f"### Example {k}: `{kind}` ({DOMAIN[kind]}), {cfg.grid}x{cfg.grid} grid, {cfg.hops} hops\n\n"
+            f"### Example {k}: {cfg.family} `{kind}` ({DOMAIN[kind]}), {cfg.grid}x{cfg.grid} grid, {cfg.hops} hops\n\n"
             f"![example {k}](img/synth-{k}.png)\n\n"
             f"- question: {ex.question}\n- choices: {options}\n- rationale: {ex.rationale}\n- answer: {ex.answer}\n")
     return "\n".join(parts)
