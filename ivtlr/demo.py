@@ -115,9 +115,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "chameleon"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: 1 per process on <= 2 cores)")
+    parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "
+                        "to DOCS/img/demo/ (how docs/results.md is made)")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
-    return run_demo(size, Path(args.out), args.backbone, args.seed, args.threads, "quick" if args.quick else "full")
+    code = run_demo(size, Path(args.out), args.backbone, args.seed, args.threads, "quick" if args.quick else "full")
+    if args.publish_docs:
+        publish(Path(args.out), Path(args.publish_docs))
+    return code
+
+
+def publish(out: Path, docs: Path) -> None:
+    """Copy ``out/report.md`` to ``docs/results.md`` (plot links rewritten) and the plots to ``docs/img/demo/``."""
+    img = docs / "img" / "demo"
+    img.mkdir(parents=True, exist_ok=True)
+    text = (out / "report.md").read_text()
+    for png in sorted(out.glob("*.png")):
+        shutil.copy(png, img / png.name)
+        text = text.replace(f"]({png.name})", f"](img/demo/{png.name})")
+    (docs / "results.md").write_text(text)
+    print(f"published {docs / 'results.md'}")
 
 
 def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, label: str) -> int:
@@ -176,7 +193,8 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
     for k in range(1, size.k):
         ev.run(last, f"IVT-LR K={k}", 3, 16, k=k)
     wall = time.perf_counter() - t_start
-    meta = {"label": label, "size": vars(size), "backbone": backbone, "seed": seed, "threads": threads,
+    chance = 100 * sum(1 / len(ex.choices) for ex in ev.examples) / len(ev.examples)
+    meta = {"label": label, "chance": chance, "size": vars(size), "backbone": backbone, "seed": seed, "threads": threads,
             "train_seconds": timings, "wall_seconds": wall,
             "command": "ivtlr demo" + (" --quick" if label == "quick" else "") +
                        (f" --backbone {backbone}" if backbone != "qwen2-vl" else "")}

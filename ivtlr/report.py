@@ -69,19 +69,41 @@ def _plots(out: Path, results: list[dict]) -> list[str]:
     return files
 
 
+def targets(results: list[dict], chance: float) -> list[tuple[str, bool, str]]:
+    """The issue's targets for the demo: (target, met, measured)."""
+    by = {r["name"]: r for r in results}
+    acc = lambda n: 100 * by[n]["accuracy"]["official"]  # noqa: E731
+    ivtlr, cot, nocot = "IVT-LR (3 latent steps)", "CoT (stage-0 model)", "No-CoT"
+    out = []
+    for blind in ("blind IVT-LR (gray image)", "blind CoT (gray image)"):
+        gap = acc(blind) - chance
+        out.append((f"{blind} within 5 points of chance ({chance:.1f})", abs(gap) <= 5, f"{acc(blind):.1f} ({gap:+.1f})"))
+    out.append(("CoT >= No-CoT + 10", acc(cot) >= acc(nocot) + 10, f"CoT {acc(cot):.1f}, No-CoT {acc(nocot):.1f}"))
+    steps = by[ivtlr]["ar_steps"] / by[cot]["ar_steps"]
+    out.append(("IVT-LR AR steps <= 1/5 of CoT's", steps <= 0.2, f"{by[ivtlr]['ar_steps']:.1f} vs {by[cot]['ar_steps']:.1f} ({steps:.2f}x)"))
+    tq = by[ivtlr]["latency_s"] / by[cot]["latency_s"]
+    out.append(("IVT-LR time per question <= 1/4 of CoT's", tq <= 0.25,
+                f"{1000 * by[ivtlr]['latency_s']:.1f} vs {1000 * by[cot]['latency_s']:.1f} ms ({tq:.2f}x)"))
+    out.append(("IVT-LR >= No-CoT + 5", acc(ivtlr) >= acc(nocot) + 5, f"{acc(ivtlr):.1f} vs {acc(nocot):.1f}"))
+    out.append(("IVT-LR within 3 points of CoT or above", acc(ivtlr) >= acc(cot) - 3, f"{acc(ivtlr):.1f} vs {acc(cot):.1f}"))
+    for abl in ("ablation: no latent text", "ablation: no latent vision", "ablation: no latent part (n=0)"):
+        out.append((f"{abl} below IVT-LR", acc(abl) < acc(ivtlr), f"{acc(abl):.1f} vs {acc(ivtlr):.1f}"))
+    return out
+
+
 def write_report(out: Path, meta: dict, results: list[dict], ivtlr_metrics: Path, nocot_metrics: Path) -> Path:
     """Write ``out/report.md`` and the plots; returns the report's path."""
     from .evaluate import format_table
 
     judges = list(results[0]["accuracy"])
-    chance = 100 / 4
+    chance = meta["chance"]
     plots = _plots(out, results)
     lines = [
         f"# IVT-LR demo report ({meta['label']})",
         "",
         f"Command: `{meta['command']}`. Backbone: tiny {meta['backbone']} trained from scratch; "
         f"{meta['size']['n_train']} training and {meta['size']['n_test']} test questions of the synthetic benchmark "
-        f"(4 options: chance {chance:.0f}%); K = {meta['size']['k']}; seed {meta['seed']}; "
+        f"(chance {chance:.1f}%); K = {meta['size']['k']}; seed {meta['seed']}; "
         f"{meta['threads']} torch thread(s); wall time {meta['wall_seconds'] / 60:.1f} min "
         f"(training, side by side: IVT-LR {meta['train_seconds']['ivtlr'] / 60:.1f} min, No-CoT {meta['train_seconds']['nocot'] / 60:.1f} min).",
         "",
@@ -92,6 +114,12 @@ def write_report(out: Path, meta: dict, results: list[dict], ivtlr_metrics: Path
         "## All modes",
         "",
         format_table(results),
+        "",
+        "## The targets (issue #5), measured",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+        *[f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in targets(results, chance)],
         "",
         "## Training loss per stage (first step -> last step)",
         "",
