@@ -42,7 +42,7 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(n_train=4000, n_test=300, cot_epochs=4, epochs_per_stage=1, nocot_epochs=4, hidden=128,
+    "full": DemoSize(n_train=5000, n_test=300, cot_epochs=4, epochs_per_stage=1, nocot_epochs=4, hidden=128,
                      layers=4, batch_size=16, lr=1e-3),
     "quick": DemoSize(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32, layers=2,
                       batch_size=8, lr=3e-3),
@@ -150,7 +150,7 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
     out.mkdir(parents=True)
     data = out / "data"
     print(f"[1/4] synthetic benchmark: {size.n_train} train / {size.n_test} test questions -> {data}", flush=True)
-    generate(data, n_train=size.n_train, n_test=size.n_test, seed=seed)
+    generate(data, n_train=size.n_train, n_test=size.n_test, seed=seed, fixed_options=True)
     # The two trainings run side by side: No-CoT in a child process (log: <out>/nocot.log), IVT-LR here.
     nocot_cfg = train_config(size, data, out / "nocot", backbone, True, seed)
     nocot_cfg.run.progress = False

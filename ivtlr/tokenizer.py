@@ -62,13 +62,7 @@ def _train_bpe_model(corpus: Iterable[str], vocab_size: int, specials: tuple[str
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tk = Tokenizer(models.BPE(unk_token=None))
-    # Spaces are split off as tokens of their own, so a word is the same token wherever it stands ("{blue}" in
-    # the options and " blue" in the rationale share "blue"): copying an option's letter from the prompt is then
-    # a plain lookup, which tiny from-scratch models learn quickly (measured: see docs/synthetic-task.md).
-    tk.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(" ", behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
-    ])
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

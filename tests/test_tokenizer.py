@@ -73,14 +73,12 @@ def test_synthetic_example_round_trips_and_is_compact(tok):
         text = prompt + "<|latent|>" * 3 + ex.rationale + "\nTherefore, the answer is " + ex.answer + "<|im_end|>"
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert tok.decode(ids) == text
-        # whole words (plus one token per space, split off on purpose), not bytes
+        # whole words, not bytes
         assert len(tok(ex.rationale)["input_ids"]) < 2.5 * len(ex.rationale.split())
         assert len(tok(prompt_text(ex))["input_ids"]) < 3.5 * len(prompt_text(ex).split())  # + format punctuation
     assert len(tok) <= 512
     for word in ["red", "blue", "orange", "dot", "cell", "option", "follow", "white"]:
-        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
-        # the same token after a space (split off) as inside the options' braces
-        assert tok(" " + word, add_special_tokens=False)["input_ids"][1:] == tok(word, add_special_tokens=False)["input_ids"]
+        assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
 
 
 def test_add_latent_tokens_appends_in_order_and_is_idempotent(tmp_path):

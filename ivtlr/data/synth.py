@@ -123,6 +123,11 @@ class SynthConfig:
     cell has an arrow."""
     n_choices: int = 4
     """Options per question (2..4); the answer letter is balanced over them."""
+    fixed_options: bool = False
+    """Dots family: every question of a kind lists the same options in a fixed order (dot-colour and dot-match:
+    every non-white colour in palette order; dot-count: 1..n_choices), so the answer letter is a fixed function
+    of the answer. Measured: tiny from-scratch models learn the dot chain long before the lookup of an answer's
+    letter among shuffled options; this knob takes that lookup away (the CPU demo uses it)."""
     kinds: tuple[str, ...] = ()
     """Question kinds to mix, balanced (comma-separated); empty: all of the family's (dots: dot-colour,
     dot-count, dot-match; arrows: arrow-colour, arrow-direction, colour-count)."""
@@ -574,7 +579,12 @@ def _make_dot_example(cfg: SynthConfig, rng: random.Random, kind: str, letter: i
     else:
         question = f"{lead}. Which other cell has a dot of the same colour as the dot of the cell you reach?"
         step3 += f", the {answer} cell has {_article(dots[end])} {dots[end]} dot too"
-    choices = _place_choices(rng, answer, distractors, letter)
+    if cfg.fixed_options:
+        choices = tuple(str(k) for k in range(1, cfg.n_choices + 1)) if kind == "dot-count" else tuple(
+            c for c in cfg.colours if c != START_COLOUR)
+        letter = choices.index(answer)
+    else:
+        choices = _place_choices(rng, answer, distractors, letter)
     step3 += f", and {answer} is option ({LETTERS[letter]})"
     rationale = f"{step1}. {step2}. {step3}."
     assert solve(scene, kind, cfg.hops) == answer, "generator and solver disagree"
@@ -814,6 +824,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                                 help=helptext, metavar="A,B")
         elif hint == int | None:
             parser.add_argument(flag, type=_int_or_none, default=default, help=helptext, metavar="N|none")
+        elif hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
         elif hint in (int, float, str):
             parser.add_argument(flag, type=hint, default=default, help=helptext)
         else:  # pragma: no cover - guards against adding a field of a type the CLI cannot parse
