@@ -42,7 +42,7 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(n_train=5000, n_test=300, cot_epochs=4, epochs_per_stage=1, nocot_epochs=4, hidden=128,
+    "full": DemoSize(n_train=4000, n_test=300, cot_epochs=7, epochs_per_stage=2, nocot_epochs=7, hidden=128,
                      layers=4, batch_size=16, lr=1e-3),
     "quick": DemoSize(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32, layers=2,
                       batch_size=8, lr=3e-3),
@@ -58,7 +58,7 @@ def train_config(size: DemoSize, data: Path, out: Path, backbone: str, no_cot: b
     cfg.data = replace(cfg.data, task="synth", source=str(data), val_size=0)
     cfg.curriculum = replace(cfg.curriculum, epochs_per_stage=size.nocot_epochs if no_cot else size.epochs_per_stage,
                              cot_epochs=None if no_cot else size.cot_epochs, max_latent_stage=3, no_cot=no_cot)
-    cfg.optim = replace(cfg.optim, lr=size.lr, batch_size=size.batch_size, schedule="cosine", warmup_steps=20,
+    cfg.optim = replace(cfg.optim, lr=size.lr, batch_size=size.batch_size, schedule="cosine", warmup_steps=50,
                         seed=seed)
     cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=True)
     cfg.latent = replace(cfg.latent, k=size.k)
@@ -188,13 +188,16 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
     ev.run(last, "ablation: no latent text", 3, 16, latent_text=False)
     ev.run(last, "ablation: no latent vision", 3, 16, latent_vision=False)
     ev.run(last, "ablation: no latent part (n=0)", 0, 16)
-    for stage in (1, 2):
-        ev.run(stages[stage], f"stage {stage} ({stage} latent steps)", stage, 16)
+    for stage in (1, 2):  # these models still write their last 3 - stage steps: a CoT-sized budget
+        ev.run(stages[stage], f"stage {stage} ({stage} latent steps)", stage, 128)
     for k in range(1, size.k):
         ev.run(last, f"IVT-LR K={k}", 3, 16, k=k)
     wall = time.perf_counter() - t_start
     chance = 100 * sum(1 / len(ex.choices) for ex in ev.examples) / len(ev.examples)
-    meta = {"label": label, "chance": chance, "size": vars(size), "backbone": backbone, "seed": seed, "threads": threads,
+    import platform
+
+    meta = {"label": label, "chance": chance,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", "size": vars(size), "backbone": backbone, "seed": seed, "threads": threads,
             "train_seconds": timings, "wall_seconds": wall,
             "command": "ivtlr demo" + (" --quick" if label == "quick" else "") +
                        (f" --backbone {backbone}" if backbone != "qwen2-vl" else "")}
