@@ -42,7 +42,7 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(n_train=4000, n_test=300, cot_epochs=7, epochs_per_stage=2, nocot_epochs=7, hidden=128,
+    "full": DemoSize(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=6, hidden=128,
                      layers=4, batch_size=16, lr=1e-3),
     "quick": DemoSize(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32, layers=2,
                       batch_size=8, lr=3e-3),
@@ -117,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: 1 per process on <= 2 cores)")
     parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "
                         "to DOCS/img/demo/ (how docs/results.md is made)")
+    parser.add_argument("--eval-only", action="store_true", help="re-run only the evaluation and the report on the "
+                        "data and checkpoints already in --out (training is deterministic on one thread)")
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
-    code = run_demo(size, Path(args.out), args.backbone, args.seed, args.threads, "quick" if args.quick else "full")
+    code = run_demo(size, Path(args.out), args.backbone, args.seed, args.threads, "quick" if args.quick else "full",
+                    eval_only=args.eval_only)
     if args.publish_docs:
         publish(Path(args.out), Path(args.publish_docs))
     return code
@@ -137,7 +140,8 @@ def publish(out: Path, docs: Path) -> None:
     print(f"published {docs / 'results.md'}")
 
 
-def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, label: str) -> int:
+def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, label: str,
+             eval_only: bool = False) -> int:
     from .data.synth import generate
     from .report import write_report
     from .train import Trainer
@@ -145,36 +149,41 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else min(8, os.cpu_count() // 2))
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     data = out / "data"
-    print(f"[1/4] synthetic benchmark: {size.n_train} train / {size.n_test} test questions -> {data}", flush=True)
-    generate(data, n_train=size.n_train, n_test=size.n_test, seed=seed, fixed_options=True)
-    # The two trainings run side by side: No-CoT in a child process (log: <out>/nocot.log), IVT-LR here.
-    nocot_cfg = train_config(size, data, out / "nocot", backbone, True, seed)
-    nocot_cfg.run.progress = False
-    nocot_cfg.save(out / "nocot.yaml")
-    print(f"[2/4] No-CoT baseline: training a tiny {backbone} from scratch in the background (log: {out / 'nocot.log'})",
-          flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    t0 = time.perf_counter()
-    with (out / "nocot.log").open("w") as log:
-        child = subprocess.Popen([sys.executable, "-m", "ivtlr.cli", "train", str(out / "nocot.yaml")],
-                                 stdout=log, stderr=subprocess.STDOUT, env=env)
-        print(f"[3/4] IVT-LR curriculum (stage 0 = CoT, stages 1-3 latent): training a tiny {backbone} from scratch",
+    if eval_only:
+        if not (out / "results.json").is_file():
+            raise SystemExit(f"--eval-only: no finished demo in {out}")
+        timings = json.loads((out / "results.json").read_text())["meta"]["train_seconds"]
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        print(f"[1/4] synthetic benchmark: {size.n_train} train / {size.n_test} test questions -> {data}", flush=True)
+        generate(data, n_train=size.n_train, n_test=size.n_test, seed=seed, fixed_options=True)
+        # The two trainings run side by side: No-CoT in a child process (log: <out>/nocot.log), IVT-LR here.
+        nocot_cfg = train_config(size, data, out / "nocot", backbone, True, seed)
+        nocot_cfg.run.progress = False
+        nocot_cfg.save(out / "nocot.yaml")
+        print(f"[2/4] No-CoT baseline: training a tiny {backbone} from scratch in the background (log: {out / 'nocot.log'})",
               flush=True)
-        try:
-            Trainer(train_config(size, data, out / "ivtlr", backbone, False, seed)).run()
-        except BaseException:
-            child.kill()
-            raise
-        timings = {"ivtlr": time.perf_counter() - t0}
-        if child.wait() != 0:
-            tail = (out / "nocot.log").read_text()[-2000:]
-            raise RuntimeError(f"the No-CoT training failed (exit {child.returncode}):\n{tail}")
-        timings["nocot"] = time.perf_counter() - t0
-    torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        t0 = time.perf_counter()
+        with (out / "nocot.log").open("w") as log:
+            child = subprocess.Popen([sys.executable, "-m", "ivtlr.cli", "train", str(out / "nocot.yaml")],
+                                     stdout=log, stderr=subprocess.STDOUT, env=env)
+            print(f"[3/4] IVT-LR curriculum (stage 0 = CoT, stages 1-3 latent): training a tiny {backbone} from scratch",
+                  flush=True)
+            try:
+                Trainer(train_config(size, data, out / "ivtlr", backbone, False, seed)).run()
+            except BaseException:
+                child.kill()
+                raise
+            timings = {"ivtlr": time.perf_counter() - t0}
+            if child.wait() != 0:
+                tail = (out / "nocot.log").read_text()[-2000:]
+                raise RuntimeError(f"the No-CoT training failed (exit {child.returncode}):\n{tail}")
+            timings["nocot"] = time.perf_counter() - t0
+        torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
     print("[4/4] evaluation on the test split", flush=True)
     stages = stage_checkpoints(out / "ivtlr")
     nocot = stage_checkpoints(out / "nocot")[0]
@@ -193,12 +202,14 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
     for k in range(1, size.k):
         ev.run(last, f"IVT-LR K={k}", 3, 16, k=k)
     wall = time.perf_counter() - t_start
+    if eval_only:  # the training of the earlier run plus this evaluation
+        wall += max(timings.values())
     chance = 100 * sum(1 / len(ex.choices) for ex in ev.examples) / len(ev.examples)
     import platform
 
     meta = {"label": label, "chance": chance,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", "size": vars(size), "backbone": backbone, "seed": seed, "threads": threads,
-            "train_seconds": timings, "wall_seconds": wall,
+            "train_seconds": timings, "wall_seconds": wall, "evaluation_rerun": eval_only,
             "command": "ivtlr demo" + (" --quick" if label == "quick" else "") +
                        (f" --backbone {backbone}" if backbone != "qwen2-vl" else "")}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": ev.results}, indent=2))
