@@ -138,7 +138,9 @@ def write_report(out: Path, meta: dict, results: list[dict], ivtlr_metrics: Path
     lines = [
         f"# IVT-LR demo report ({meta['label']})",
         "",
-        f"Command: `{meta['command']}`. Machine: {meta.get('machine', 'not recorded')}. Backbone: tiny {meta['backbone']} trained from scratch; "
+        f"Command: `{meta['command']}`"
+        + (" (its evaluation re-run on the same checkpoints with `ivtlr demo --eval-only`)" if meta.get("evaluation_rerun") else "")
+        + f". Machine: {meta.get('machine', 'not recorded')}. Backbone: tiny {meta['backbone']} trained from scratch; "
         f"{meta['size']['n_train']} training and {meta['size']['n_test']} test questions of the synthetic benchmark "
         f"(chance {chance:.1f}%); K = {meta['size']['k']}; seed {meta['seed']}; "
         f"{meta['threads']} torch thread(s); wall time {meta['wall_seconds'] / 60:.1f} min "
