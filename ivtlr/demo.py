@@ -39,6 +39,7 @@ class DemoSize:
     batch_size: int
     lr: float
     k: int = 3  # of the 9 image tokens of a 3x3 board; K x 3 steps <= 9
+    latent_grad: str = "detach"  # the authors' choice; "full" backpropagates through the fed-back states
 
 
 SIZES = {
@@ -61,7 +62,7 @@ def train_config(size: DemoSize, data: Path, out: Path, backbone: str, no_cot: b
     cfg.optim = replace(cfg.optim, lr=size.lr, batch_size=size.batch_size, schedule="cosine", warmup_steps=50,
                         seed=seed)
     cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=True)
-    cfg.latent = replace(cfg.latent, k=size.k)
+    cfg.latent = replace(cfg.latent, k=size.k, latent_grad=size.latent_grad)
     return cfg
 
 
