@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: 1 per process on <= 2 cores)")
     parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "
                         "to DOCS/img/demo/ (how docs/results.md is made)")
+    parser.add_argument("--latent-grad", choices=["detach", "full"], default="detach",
+                        help="gradient through the fed-back hidden states (detach: the authors'; full: Coconut's)")
     parser.add_argument("--eval-only", action="store_true", help="re-run only the evaluation and the report on the "
                         "data and checkpoints already in --out (training is deterministic on one thread)")
     args = parser.parse_args(argv)
-    size = SIZES["quick" if args.quick else "full"]
+    size = replace(SIZES["quick" if args.quick else "full"], latent_grad=args.latent_grad)
     code = run_demo(size, Path(args.out), args.backbone, args.seed, args.threads, "quick" if args.quick else "full",
                     eval_only=args.eval_only)
     if args.publish_docs:
@@ -212,7 +214,8 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", "size": vars(size), "backbone": backbone, "seed": seed, "threads": threads,
             "train_seconds": timings, "wall_seconds": wall, "evaluation_rerun": eval_only,
             "command": "ivtlr demo" + (" --quick" if label == "quick" else "") +
-                       (f" --backbone {backbone}" if backbone != "qwen2-vl" else "")}
+                       (f" --backbone {backbone}" if backbone != "qwen2-vl" else "") +
+                       (f" --latent-grad {size.latent_grad}" if size.latent_grad != "detach" else "")}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": ev.results}, indent=2))
     report = write_report(out, meta, ev.results, out / "ivtlr" / "metrics.jsonl", out / "nocot" / "metrics.jsonl")
     print(f"done in {wall / 60:.1f} min: {report}", flush=True)
