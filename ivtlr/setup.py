@@ -74,13 +74,6 @@ def task_corpus(task, examples) -> list[str]:
     return out
 
 
-def build_tiny(cfg: ModelConfig, tokenizer, seed: int):
-    """A tiny from-scratch model of ``cfg.backbone`` for ``tokenizer`` (see ``ivtlr.tiny.build_tiny_for_backbone``)."""
-    from .tiny import build_tiny_for_backbone
-
-    return build_tiny_for_backbone(cfg, tokenizer, seed)
-
-
 def build_pretrained(cfg: ModelConfig, tokenizer, dtype: torch.dtype, log: Callable[[str], None]):
     """A pretrained model with the latent tokens added (rows initialised from ``init_latent_from``) and LoRA."""
     from transformers import AutoModelForImageTextToText
@@ -119,7 +112,7 @@ def build_setup(cfg: TrainConfig, device: torch.device, log: Callable[[str], Non
                 model=None, tokenizer=None, need_train: bool = True) -> Setup:
     """Build the run's parts. ``model``/``tokenizer`` may be given (loading a checkpoint for evaluation)."""
     from .tasks import get_task
-    from .tiny import build_tiny_tokenizer_for_backbone
+    from .tiny import build_tiny_for_backbone, build_tiny_tokenizer_for_backbone
     from .tokenizer import load_tokenizer
 
     task = get_task(cfg.data.task, prompt_style=cfg.data.prompt_style)
@@ -130,7 +123,7 @@ def build_setup(cfg: TrainConfig, device: torch.device, log: Callable[[str], Non
         log(f"dtype {str(dtype).replace('torch.', '')} ({reason}); device {device}")
         if cfg.model.name_or_path is None:
             tokenizer = build_tiny_tokenizer_for_backbone(cfg.model, task_corpus(task, train_raw or val_raw))
-            model = build_tiny(cfg.model, tokenizer, cfg.optim.seed)
+            model = build_tiny_for_backbone(cfg.model, tokenizer, cfg.optim.seed)
             log(f"tiny {cfg.model.backbone} from scratch: {sum(p.numel() for p in model.parameters()):,} parameters, "
                 f"vocabulary {len(tokenizer)} (full fine-tuning)")
         else:

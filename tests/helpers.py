@@ -137,3 +137,16 @@ class ChameleonKit(Kit):
 
 KITS = {kit.name: kit for kit in (QwenKit("qwen2-vl", build_tiny_qwen2vl), QwenKit("qwen2.5-vl", build_tiny_qwen25vl),
                                   ChameleonKit())}
+
+
+def load_reference_fixture(folder):
+    """(expected.json, cases.pt, the authors' checkpoint loaded through ivtlr.compat) of a golden fixture folder."""
+    import json
+
+    from ivtlr.compat import load_authors_checkpoint
+
+    expected = json.loads((folder / "expected.json").read_text())
+    cases = torch.load(folder / "cases.pt", weights_only=True)
+    model = load_authors_checkpoint(folder / "model.pth", folder, lora_alpha=expected["lora"]["lora_alpha"],
+                                    lora_dropout=expected["lora"]["lora_dropout"])
+    return expected, cases, model

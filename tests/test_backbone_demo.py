@@ -15,8 +15,8 @@ from PIL import Image
 
 from ivtlr.config import ModelConfig, TrainConfig
 from ivtlr.data.synth import generate, text_corpus
-from ivtlr.setup import build_tiny, prompt_encoder, token_ids
-from ivtlr.tiny import build_tiny_tokenizer_for_backbone
+from ivtlr.setup import prompt_encoder, token_ids
+from ivtlr.tiny import build_tiny_for_backbone, build_tiny_tokenizer_for_backbone
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,11 @@ def test_build_tiny_dispatches_every_backbone(backbone, model_type):
 
     cfg = tiny_cfg(backbone)
     tok = build_tiny_tokenizer_for_backbone(cfg, text_corpus(100))
-    model = build_tiny(cfg, tok, seed=0)
+    model = build_tiny_for_backbone(cfg, tok, seed=0)
     assert model.config.model_type == model_type and not model.training
     assert model.get_input_embeddings().weight.shape == (len(tok), 32)
     assert isinstance(backbone_for(model, token_ids(tok, backbone)), BACKBONES[backbone])
-    again = build_tiny(cfg, tok, seed=0)  # deterministic from the seed
+    again = build_tiny_for_backbone(cfg, tok, seed=0)  # deterministic from the seed
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
@@ -141,7 +141,7 @@ def test_chameleon_prompt_matches_the_tiny_models_vq_codes(chameleon_tokenizer, 
     from ivtlr.backbones import backbone_for
 
     tok, (task, ex) = chameleon_tokenizer, synth_example
-    model = build_tiny(tiny_cfg("chameleon"), tok, seed=0)
+    model = build_tiny_for_backbone(tiny_cfg("chameleon"), tok, seed=0)
     assert not any(p.requires_grad for p in model.model.vqmodel.parameters())  # frozen: its output is discrete
     backbone = backbone_for(model, token_ids(tok, "chameleon"))
     ids, vision = prompt_encoder("chameleon", tok, None).encode_prompt(task.prompt(ex, "train"), ex.image)
@@ -151,7 +151,7 @@ def test_chameleon_prompt_matches_the_tiny_models_vq_codes(chameleon_tokenizer, 
     assert codes.shape == (1, 144) and backbone.image_grids(vision) == [(12, 12)]
     assert torch.equal(embeds[ids == 6], backbone.embed_tokens(codes)[0])
     with pytest.raises(ValueError, match="was built for 48 px images, the model for 32 px"):
-        build_tiny(tiny_cfg("chameleon", image_size=32), tok, seed=0)
+        build_tiny_for_backbone(tiny_cfg("chameleon", image_size=32), tok, seed=0)
 
 
 @pytest.mark.parametrize("backbone", ["qwen2.5-vl", "chameleon"])
@@ -175,7 +175,7 @@ def test_two_step_tiny_training_with_latent_steps(backbone, synth_dir, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 2 and all(0 < x < 20 for x in losses) and {r["stage"] for r in rows if "loss" in r} == {3}
-    before = dict(build_tiny(cfg.model, trainer.s.tokenizer, cfg.optim.seed).named_parameters())  # the initial model
+    before = dict(build_tiny_for_backbone(cfg.model, trainer.s.tokenizer, cfg.optim.seed).named_parameters())  # the initial model
     after = dict(trainer.s.model.named_parameters())
     changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
     assert any("embed_tokens" in n for n in changed) and any("layers.1." in n for n in changed)

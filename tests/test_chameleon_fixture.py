@@ -9,7 +9,6 @@ with the latents, and case 3 (training) has no image start/end markers around it
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from ivtlr.backbones import TokenIds, backbone_for
 from ivtlr.backbones.chameleon import ChameleonBackbone
 from ivtlr.batching import Sample, collate
+from helpers import load_reference_fixture
 from ivtlr.compat import CheckpointError, load_authors_checkpoint
 from ivtlr.engine import LatentBatch, LatentConfig, LatentEngine
 
@@ -31,10 +31,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def fixture():
-    expected = json.loads((FIXTURE / "expected.json").read_text())
-    cases = torch.load(FIXTURE / "cases.pt", weights_only=True)
-    model = load_authors_checkpoint(FIXTURE / "model.pth", FIXTURE, lora_alpha=expected["lora"]["lora_alpha"],
-                                    lora_dropout=expected["lora"]["lora_dropout"])
+    expected, cases, model = load_reference_fixture(FIXTURE)
     t = expected["token_ids"]
     tokens = TokenIds(latent=t["latent"], image=t["image"], eos=t["eos"], pad=t.get("pad", t["eos"]),
                       start_latent=t.get("start_latent"), end_latent=t.get("end_latent"))

@@ -6,7 +6,6 @@ sizes, K, n and token ids are read from its own files, so any fixture of the sam
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from ivtlr.backbones import TokenIds, backbone_for
+from helpers import load_reference_fixture
 from ivtlr.compat import CheckpointError, load_authors_checkpoint
 from ivtlr.engine import LatentBatch, LatentConfig, LatentEngine
 
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.skipif(not (FIXTURE / "expected.json").is_file(), reaso
 
 @pytest.fixture(scope="module")
 def fixture():
-    expected = json.loads((FIXTURE / "expected.json").read_text())
-    cases = torch.load(FIXTURE / "cases.pt", weights_only=True)
-    model = load_authors_checkpoint(FIXTURE / "model.pth", FIXTURE, lora_alpha=expected["lora"]["lora_alpha"],
-                                    lora_dropout=expected["lora"]["lora_dropout"])
+    expected, cases, model = load_reference_fixture(FIXTURE)
     t = expected["token_ids"]
     tokens = TokenIds(latent=t["latent"], image=t["image_pad"], eos=t["eos"], pad=t.get("pad", t["eos"]))
     return expected, cases, backbone_for(model, tokens)
