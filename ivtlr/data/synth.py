@@ -75,6 +75,22 @@ DOT_PALETTE: dict[str, tuple[int, int, int]] = {
     "brown": (130, 80, 40),
     "gray": (128, 128, 128),
 }
+# Dots family, palette "wheel": 8 colours on a circle around mid-gray in RGB space (radius 150, 45 degrees apart),
+# so every colour is an extreme point of the palette's convex hull: a linear function of the pixels can single out
+# any one of them (it cannot for gray or brown in DOT_PALETTE, which lie inside the hull of the others).
+WHEEL_PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (250, 66, 66),
+    "orange": (214, 159, 9),
+    "lime": (128, 234, 21),
+    "green": (41, 246, 96),
+    "cyan": (5, 189, 189),
+    "blue": (41, 96, 246),
+    "purple": (127, 21, 234),
+    "magenta": (214, 9, 159),
+}
+DOT_PALETTES = {"classic": DOT_PALETTE, "wheel": WHEEL_PALETTE}
+DOT_STYLES = ("small", "large", "quadrant")
+STEP_STYLES = ("template", "content_first", "content_goto", "pairs")
 START_COLOUR = "white"
 START_RGB = (255, 255, 255)
 ARROW_RGB = (0, 0, 0)
@@ -113,6 +129,13 @@ class SynthConfig:
     """Cell side in pixels. 28 px = one Qwen2-VL merged token (14 px patches, 2x2 merge); keep it for Qwen2-VL."""
     image_size: int | None = None
     """Image side in pixels; when given it must be a multiple of grid and sets cell = image_size // grid."""
+    palette: Literal["classic", "wheel"] = "classic"
+    """Dots family colours: classic (red, green, blue, yellow, purple, orange, pink, brown, gray) or wheel (8 colours
+    evenly spaced on a circle in RGB space, each linearly separable from the others)."""
+    dot_style: Literal["small", "large", "quadrant"] = "small"
+    """Dots family: the dot's shape. small: a centred square of 3/7 of the cell (12 px of 28); large: centred,
+    0.6 of the cell (16 px); quadrant: the cell's bottom-right quarter (with 28 px cells, exactly the bottom-right
+    14 px patch of the token, so every patch of a token is one plain colour)."""
     n_colors: int | None = None
     """How many colours (a prefix of the family's palette; white is reserved for the start cell); none: 9 for dots
     (all of DOT_PALETTE), 6 for arrows. Dots needs at least grid*grid-1."""
@@ -128,6 +151,14 @@ class SynthConfig:
     every non-white colour in palette order; dot-count: 1..n_choices), so the answer letter is a fixed function
     of the answer. Measured: tiny from-scratch models learn the dot chain long before the lookup of an answer's
     letter among shuffled options; this knob takes that lookup away (the CPU demo uses it)."""
+    step_style: Literal["template", "content_first", "content_goto", "pairs"] = "template"
+    """Dots family: how a rationale step is worded. template: "The red cell has a blue dot" (every step opens
+    with the same word); content_first: "blue dot in the red cell" (every step opens with the colour it reads, so
+    the hidden state at a step boundary, the one IVT-LR feeds back, has to predict that colour); content_goto:
+    content_first plus where the chain goes next, "blue dot in the red cell, so go to the blue cell" (the next
+    read's address ends the step); pairs: "red blue, the red cell has a blue dot" (every step opens with the
+    cell it reads, immediately followed by what it reads there, so each read is one lookup from the token
+    before it)."""
     kinds: tuple[str, ...] = ()
     """Question kinds to mix, balanced (comma-separated); empty: all of the family's (dots: dot-colour,
     dot-count, dot-match; arrows: arrow-colour, arrow-direction, colour-count)."""
@@ -137,7 +168,11 @@ class SynthConfig:
             raise ValueError(f"family must be one of {tuple(FAMILIES)}, got {self.family!r}")
         self.kinds = tuple(self.kinds) or FAMILIES[self.family]
         dots = self.family == "dots"
-        palette = DOT_PALETTE if dots else PALETTE
+        if self.palette not in DOT_PALETTES:
+            raise ValueError(f"palette must be one of {tuple(DOT_PALETTES)}, got {self.palette!r}")
+        if self.dot_style not in DOT_STYLES:
+            raise ValueError(f"dot_style must be one of {DOT_STYLES}, got {self.dot_style!r}")
+        palette = self.palette_rgb
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 2:
             raise ValueError(f"grid must be an integer >= 2, got {self.grid!r}")
         if self.image_size is not None:
@@ -148,11 +183,11 @@ class SynthConfig:
             raise ValueError(f"cell must be >= 8 pixels to draw an arrow or a dot, got {self.cell}")
         self.image_size = self.grid * self.cell
         cells = self.grid * self.grid - 1  # non-white cells
-        if dots and cells > len(DOT_PALETTE):
+        if dots and cells > len(palette):
             raise ValueError(f"the dots family needs a distinct fill per cell: grid*grid-1 = {cells} colours, "
-                             f"but DOT_PALETTE has {len(DOT_PALETTE)} (use grid <= 3, or --family arrows)")
+                             f"but the {self.palette} palette has {len(palette)} (use grid <= 3, or --family arrows)")
         if self.n_colors is None:
-            self.n_colors = len(DOT_PALETTE) if dots else 6
+            self.n_colors = len(palette) if dots else 6
         lowest = cells if dots else 2
         if not lowest <= self.n_colors <= len(palette):
             raise ValueError(f"n_colors must be in {lowest}..{len(palette)} for the {self.family} family "
@@ -164,6 +199,10 @@ class SynthConfig:
         if self.hops > self.grid * self.grid // 2:  # longer self-avoiding paths get slow to sample, and unreadable
             raise ValueError(f"hops={self.hops} is too many for a {self.grid}x{self.grid} grid "
                              f"(at most grid*grid//2 = {self.grid * self.grid // 2})")
+        if self.step_style not in STEP_STYLES:
+            raise ValueError(f"step_style must be one of {STEP_STYLES}, got {self.step_style!r}")
+        if self.step_style != "template" and not dots:
+            raise ValueError(f"step_style {self.step_style} is defined for the dots family only")
         if self.distractors is not None and (dots or self.distractors < 0):
             raise ValueError(f"distractors must be >= 0 or None (all cells), and is for the arrows family only "
                              f"(every dots cell has a dot), got {self.distractors}")
@@ -191,12 +230,12 @@ class SynthConfig:
                              f"chain, got {cells - self.hops} < {self.n_choices}")
 
     @property
-    def palette(self) -> dict[str, tuple[int, int, int]]:
-        return DOT_PALETTE if self.family == "dots" else PALETTE
+    def palette_rgb(self) -> dict[str, tuple[int, int, int]]:
+        return DOT_PALETTES[self.palette] if self.family == "dots" else PALETTE
 
     @property
     def colours(self) -> tuple[str, ...]:
-        return tuple(self.palette)[: self.n_colors]
+        return tuple(self.palette_rgb)[: self.n_colors]
 
     @property
     def max_count(self) -> int:
@@ -564,13 +603,25 @@ def _make_dot_example(cfg: SynthConfig, rng: random.Random, kind: str, letter: i
     end = path[-1]
 
     # Text. Step 1 reads the white cell, step 2 the cells on the way, step 3 the reached cell (and the board).
-    def has(c: int) -> str:
-        return f"{fills[c]} cell has {_article(dots[c])} {dots[c]} dot"
+    if cfg.step_style == "pairs":
+        def has(c: int) -> str:
+            return f"{fills[c]} {dots[c]}, the {fills[c]} cell has {_article(dots[c])} {dots[c]} dot"
+
+        step1, step2, step3 = has(path[0]), ", then ".join(has(c) for c in path[1:-1]), has(end)
+    elif cfg.step_style in ("content_first", "content_goto"):
+        def has(c: int, goto: bool = True) -> str:
+            text = f"{dots[c]} dot in the {fills[c]} cell"
+            return text + f", so go to the {dots[c]} cell" if goto and cfg.step_style == "content_goto" else text
+
+        step1, step2, step3 = has(path[0]), ", then ".join(has(c) for c in path[1:-1]), has(end, goto=False)
+    else:
+        def has(c: int) -> str:
+            return f"The {fills[c]} cell has {_article(dots[c])} {dots[c]} dot"
+
+        step1, step2, step3 = has(path[0]), ", then the ".join(has(c)[4:] for c in path[1:-1]), has(end)
+        step2 = "The " + step2
 
     lead = f"Start at the white cell and follow the dots {_TIMES.get(cfg.hops, f'{cfg.hops} times')}"
-    step1 = f"The {has(path[0])}"
-    step2 = "The " + ", then the ".join(has(c) for c in path[1:-1])
-    step3 = f"The {has(end)}"
     if kind == "dot-colour":
         question = f"{lead}. What colour is the dot of the cell you reach?"
     elif kind == "dot-count":
@@ -673,22 +724,28 @@ def _arrow_polygon(x0: int, y0: int, s: int, direction: str) -> list[tuple[float
     return [(cx + dx * s, cy + dy * s) for dx, dy in (to_xy(u, v) for u, v in uv)]
 
 
-def dot_box(cell: int) -> tuple[int, int]:
-    """First and last pixel offset of the centred square dot inside a cell: 8..19 (12 px) in a 28 px cell."""
-    side = max(2, cell * 3 // 7)
+def dot_box(cell: int, style: str = "small") -> tuple[int, int]:
+    """First and last pixel offset (on both axes) of a cell's square dot: small 8..19 (12 px) in a 28 px cell,
+    large 6..21 (16 px), quadrant 14..26 (the bottom-right quarter inside the 1 px border). The cell's centre
+    pixel is inside the dot in every style (``read_scene`` reads it there)."""
+    if style == "quadrant":
+        return cell // 2, cell - 2
+    side = max(2, cell * (3 if style == "small" else 6) // (7 if style == "small" else 10))
     lo = (cell - side) // 2
     return lo, lo + side - 1
 
 
-def render(scene: Scene, cell: int = 28) -> Image.Image:
+def render(scene: Scene, cell: int = 28, palette: dict[str, tuple[int, int, int]] | None = None,
+           dot_style: str = "small") -> Image.Image:
     """Draw the scene: an RGB image of side grid*cell, one filled cell per grid position with a 1 px border, plus
-    a centred square dot per cell (dots family) or a black arrow (arrows family)."""
+    a centred square dot per cell (dots family; ``palette``: name -> RGB, default DOT_PALETTE) or a black arrow
+    (arrows family)."""
     size = scene.grid * cell
     if scene.dots:
         img = Image.new("RGB", (size, size), DOT_BORDER_RGB)
         draw = ImageDraw.Draw(img)
-        lo, hi = dot_box(cell)
-        rgb = DOT_PALETTE | {START_COLOUR: START_RGB}
+        lo, hi = dot_box(cell, dot_style)
+        rgb = (palette or DOT_PALETTE) | {START_COLOUR: START_RGB}
         for i, (colour, dot) in enumerate(zip(scene.colours, scene.dots)):
             r, c = divmod(i, scene.grid)
             x0, y0 = c * cell, r * cell
@@ -711,6 +768,96 @@ def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")  # no timestamps or other varying chunks: same image, same bytes
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ground truth read back from a record (for the diagnostics of ``ivtlr analyze``)
+
+
+@dataclass(frozen=True)
+class StepTruth:
+    """What each rationale step of one question reads, recovered from its image and category alone.
+
+    ``path``: the chain's cells, start first (row-major cell indices of the board). ``cells``: per rationale step
+    (3), the cells it reads (step 1: the start; step 2: the cells on the way; step 3: the reached cell, plus the
+    twin for dot-match). ``content``: per step, the content it reads that the next step needs (dots: the dot
+    colour of the last chain cell it reads; arrows: the start's arrow, then the colours of the cells reached).
+    ``answer``: the answer's content. ``grid``: cells per side.
+    """
+
+    grid: int
+    path: tuple[int, ...]
+    cells: tuple[tuple[int, ...], ...]
+    content: tuple[str, ...]
+    answer: str
+
+
+_CATEGORY = re.compile(r"^(dots|arrows)-grid(\d+)-hops(\d+)$")
+
+
+def read_scene(image: Image.Image, grid: int, family: str = "dots") -> Scene:
+    """The board drawn by ``render``, read back from its pixels. Dots: a cell's fill from the pixel next to its
+    border, its dot from the centre pixel. Arrows: a cell's colour from a corner pixel, its arrow from the ink
+    balance (the head half of an arrow holds about twice the black of the tail half).
+
+    Raises ValueError when a pixel is not one of the family's colours (not an image of this benchmark)."""
+    px = image.convert("RGB").load()
+    cell = image.width // grid
+    palettes = list(DOT_PALETTES.values()) if family == "dots" else [PALETTE]
+    names = {rgb: name for palette in palettes for name, rgb in palette.items()} | {START_RGB: START_COLOUR}
+
+    def name(x: int, y: int) -> str:
+        if px[x, y] not in names:
+            raise ValueError(f"pixel ({x}, {y}) has colour {px[x, y]}, not a {family} board colour")
+        return names[px[x, y]]
+
+    fills, marks = [], []
+    for i in range(grid * grid):
+        r, c = divmod(i, grid)
+        x0, y0 = c * cell, r * cell
+        if family == "dots":
+            fills.append(name(x0 + 1, y0 + 1))
+            marks.append(name(x0 + cell // 2, y0 + cell // 2))
+            continue
+        fills.append(name(x0 + 2, y0 + 2))
+        ink = [(x - x0 - cell / 2, y - y0 - cell / 2) for x in range(x0, x0 + cell) for y in range(y0, y0 + cell)
+               if px[x, y] == ARROW_RGB]
+        if not ink:
+            marks.append(None)
+            continue
+        horiz = sum((dx > 0) - (dx < 0) for dx, _ in ink)
+        vert = sum((dy > 0) - (dy < 0) for _, dy in ink)
+        marks.append(("right" if horiz > 0 else "left") if abs(horiz) > abs(vert) else ("down" if vert > 0 else "up"))
+    if family == "dots":
+        return Scene(grid, tuple(fills), (None,) * len(fills), tuple(marks))
+    return Scene(grid, tuple(fills), tuple(marks))
+
+
+def step_truth(image: Image.Image, category: str, kind: str, answer: str | None = None) -> StepTruth:
+    """The cells and contents of a question's three rationale steps, from its image and its ``category`` field
+    (``{family}-grid{g}-hops{h}``). ``answer`` (the gold option's text), when given, is checked against the answer
+    re-derived from the pixels.
+
+    Raises ValueError for a category this benchmark does not write, an image that is not one of its boards, or an
+    answer that disagrees with the pixels."""
+    match = _CATEGORY.match(category or "")
+    if not match:
+        raise ValueError(f"category {category!r} is not a synthetic benchmark category (e.g. 'dots-grid3-hops2')")
+    family, grid, hops = match.group(1), int(match.group(2)), int(match.group(3))
+    scene = read_scene(image, grid, family)
+    derived = solve(scene, kind, hops)
+    if answer is not None and derived != answer:
+        raise ValueError(f"the image gives the answer {derived!r}, the record says {answer!r}")
+    path = tuple(scene.follow(hops))
+    last = [path[-1]]
+    if kind == "dot-match":
+        last += [c for c, d in enumerate(scene.dots) if d == scene.dots[path[-1]] and c != path[-1]]
+    cells = ((path[0],), tuple(path[1:-1]), tuple(last))
+    if family == "dots":
+        content = (scene.dots[path[0]], scene.dots[path[-2]], scene.dots[path[-1]])
+    else:
+        content = (scene.arrows[path[0]], scene.colours[path[-2]], scene.colours[path[-1]])
+    return StepTruth(grid, path, cells, content, derived)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -737,7 +884,7 @@ def m3cot_features():
     })
 
 
-def to_record(ex: Example, split: str, index: int, cell: int) -> dict:
+def to_record(ex: Example, split: str, index: int, cfg: "SynthConfig") -> dict:
     """The M3CoT row of an example (the image as PNG bytes)."""
     uid = f"synth-{split}-{index:06d}"
     return {
@@ -750,7 +897,7 @@ def to_record(ex: Example, split: str, index: int, cell: int) -> dict:
         "answer": ex.answer,
         "rationale": ex.rationale,
         "split": split,
-        "image": {"bytes": _png_bytes(render(ex.scene, cell)), "path": None},
+        "image": {"bytes": _png_bytes(render(ex.scene, cfg.cell, cfg.palette_rgb, cfg.dot_style)), "path": None},
         "domain": DOMAIN[ex.kind],
         "topic": ex.kind,
     }
@@ -782,7 +929,7 @@ def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 
     features = m3cot_features()
     splits = {}
     for split, n in zip(SPLITS, (n_train, n_test)):
-        rows = [to_record(make_example(cfg, seed, split, i), split, i, cfg.cell) for i in range(n)]
+        rows = [to_record(make_example(cfg, seed, split, i), split, i, cfg) for i in range(n)]
         columns = {k: [r[k] for r in rows] for k in features}
         splits[split] = Dataset.from_dict(columns, features=features, split=split)
     dd = DatasetDict(splits)
@@ -897,7 +1044,7 @@ def render_examples(img_dir: str | Path, seed: int = 0, scale: int = 4) -> str:
     for k, (kind, knobs) in enumerate(DOC_EXAMPLES, start=1):
         cfg = SynthConfig(**knobs)
         ex = make_example(cfg, seed, "docs", k, kind=kind)
-        img = render(ex.scene, cfg.cell)
+        img = render(ex.scene, cfg.cell, cfg.palette_rgb, cfg.dot_style)
         img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(img_dir / f"synth-{k}.png")
         options = "  ".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(ex.choices))
         parts.append(
