@@ -242,7 +242,7 @@ def test_synth_is_m3cot_from_a_local_directory(tmp_path) -> None:
     rows = [m3cot_row("s1", answer="B"), m3cot_row("s2", context="Grid 3x3.")]
     source = write_dataset(tmp_path, m3cot_features(), {"train": rows, "test": rows[:1]}, "disk")
     task = get_task("synth")
-    assert task.name == "synth" and task.prompt_style == "aligned" and task.judge_names == ("official", "reference")
+    assert task.name == "synth" and task.prompt_style == "aligned" and task.judge_names == ("official_az", "official", "reference")
     train = task.load(source, "train")
     assert [e.id for e in train] == ["s1", "s2"] and len(task.load(source, "test")) == 1
     assert task.prompt(train[1], "train") == task.prompt(train[1], "infer") == (

@@ -502,6 +502,11 @@ class Task:
         """The steps as trained: each followed by a newline."""
         return [step_target(s) for s in self.steps(example)]
 
+    def step_truth(self, example: Example):
+        """What each rationale step of `example` reads, where the benchmark knows it (the synthetic one does: a
+        `StepTruth` of cells and contents); None for benchmarks without such ground truth."""
+        return None
+
     def answer_token(self, example: Example) -> str:
         """What follows ANSWER_PREFIX in the target: the gold letter (ScienceQA may use the digit)."""
         return example.answer_letter

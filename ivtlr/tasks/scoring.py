@@ -35,7 +35,7 @@ _SQA_DIGIT = [r"Therefore,?\s*the\s+answer\s+is\s+(\d)", r"the\s+answer\s+is\s+(
 _SQA_LETTER = [r"Therefore,?\s*the\s+answer\s+is\s+([A-Z])", r"the\s+answer\s+is\s+([A-Z])", r"answer\s+is:?\s*([A-Z])"]
 
 
-def official_prediction(text: str, choices: Sequence[str]) -> str:
+def official_prediction(text: str, choices: Sequence[str], letters: str = OFFICIAL_LETTERS) -> str:
     """M3CoT's official prediction for a generated text (the generated text only, not the prompt).
 
     In order: (0) if "[Answer]" occurs, keep what follows its last occurrence, cut at "[Rationale]" and
@@ -43,6 +43,8 @@ def official_prediction(text: str, choices: Sequence[str]) -> str:
     is a substring of the lowercased text (an empty choice text matches everything, as in the original);
     (3) else, with \\n . , ! ? replaced by spaces and the text split on single spaces, the highest letter
     among the first len(choices) of A-F found as a token; (4) the same with lowercase letters; (5) "FAILED".
+    ``letters`` replaces A-F in steps (3)-(4): M3CoT's judge is the default; ``LETTERS`` (A-Z) reads every option
+    letter a question can have (the synthetic benchmark's 9-option questions).
 
     Returns:
         The predicted letter, or "FAILED".
@@ -57,7 +59,7 @@ def official_prediction(text: str, choices: Sequence[str]) -> str:
     if hits:
         return hits[-1]
     tokens = _PUNCTUATION.sub(" ", text).split(" ")
-    letters = OFFICIAL_LETTERS[: len(choices)]
+    letters = letters[: len(choices)]
     for case in (str.upper, str.lower):
         hits = [letter for letter in letters if case(letter) in tokens]
         if hits:
@@ -156,8 +158,9 @@ def score_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", help="predictions JSONL (M3CoT custom format)")
     parser.add_argument("--task", default="m3cot", choices=sorted(TASKS), help="benchmark (default: m3cot)")
     parser.add_argument(
-        "--judge", choices=["official", "reference", "all"], default=None,
-        help="judge (default: the task's own, 'official' for M3CoT); 'all' shows every judge side by side",
+        "--judge", choices=sorted({j for t in TASKS.values() for j in t.judge_names}) + ["all"], default=None,
+        help="judge (default: the task's own: 'official' for M3CoT, 'official_az' for synth); 'all' shows every "
+             "judge side by side",
     )
     parser.add_argument("--json", action="store_true", help="print JSON, per-id verdicts included")
     args = parser.parse_args(argv)

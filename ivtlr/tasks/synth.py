@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ivtlr.tasks.base import Examples
+from ivtlr.tasks.base import LETTERS, Examples
 from ivtlr.tasks.m3cot import M3CoTTask
+from ivtlr.tasks.scoring import official_prediction
 
 
 @dataclass
@@ -24,6 +25,9 @@ class SynthTask(M3CoTTask):
 
     name: ClassVar[str] = "synth"
     default_source: ClassVar[str | None] = None
+    # official_az (the headline): M3CoT's official procedure with every option letter the question has (A-I for
+    # the 9-option questions; M3CoT's own judge stops at F and marks a plain "the answer is G" wrong).
+    judge_names: ClassVar[tuple[str, ...]] = ("official_az", "official", "reference")
 
     def load(
         self, source: str | Path | None = None, split: str = "test", on_error: Literal["raise", "skip"] = "raise"
@@ -35,3 +39,24 @@ class SynthTask(M3CoTTask):
         if source is None or not Path(source).expanduser().is_dir():
             raise ValueError(f"synth: pass the directory written by the generator's save_to_disk, got {source!r}")
         return super().load(source, split, on_error)
+
+    def judge(self, record, judge: str):
+        """official_az: (predicted letter or "FAILED", verdict) by M3CoT's procedure over the letters A-Z; the other
+        judges are M3CoT's."""
+        if judge != "official_az":
+            return super().judge(record, judge)
+        answer = record["answer"]
+        gold = answer if isinstance(answer, str) else LETTERS[answer]
+        prediction = official_prediction(record["messages"][-1], record["choices"], letters=LETTERS)
+        return prediction, prediction == gold
+
+    def step_truth(self, example):
+        """What each rationale step reads (cells, contents), re-derived from the image and the category field;
+        see ``ivtlr.data.synth.step_truth``. Raises ValueError naming the record when the image disagrees."""
+        from ivtlr.data.synth import step_truth
+
+        try:
+            return step_truth(example.image, example.extra.get("category", ""), example.topic,
+                              example.choices[example.answer_index])
+        except ValueError as err:
+            raise ValueError(f"synth: record {example.id!r}: {err}") from None
