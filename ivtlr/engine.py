@@ -56,6 +56,12 @@ class LatentConfig:
     """Ablation switch. False: the latent slot keeps the ``<|latent|>`` token's embedding instead of h_t."""
     latent_vision: bool = True
     """Ablation switch. False: no image embeddings are inserted (K = 0), only h_t."""
+    feedback_norm: Literal["none", "embedding"] = "none"
+    """Scale of the fed-back state h_t. none: the raw last-layer state after the final norm (authors), whose
+    length is about sqrt(D) times the final norm's weight, typically far above the token embeddings' (a freshly
+    initialised tiny model: about 11 against 0.2). embedding: h_t rescaled to the mean length of the input
+    embedding matrix's rows (a constant of the model, no gradient through it), so a latent slot enters the
+    residual stream at the scale of a token."""
     use_cache: bool = True
     """False: recompute the whole sequence on every pass (the authors' schedule; needed with layer checkpointing)."""
 
@@ -67,6 +73,7 @@ class LatentConfig:
             ("latent_grad", ("detach", "full")),
             ("order", ("vision_first", "text_first")),
             ("patch_order", ("reference", "score", "raster")),
+            ("feedback_norm", ("none", "embedding")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -74,6 +81,37 @@ class LatentConfig:
     @property
     def k_effective(self) -> int:
         return self.k if self.latent_vision else 0
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """A causal intervention on the latent steps, for analysis (``LatentEngine.generate(..., intervention=)``).
+
+    ``state`` replaces the fed-back state h_t: ``zero`` by zeros, ``shuffle`` by another question's h_t (the
+    batch rolled by one, so a batch needs at least 2 questions), ``noise`` by Gaussian noise of the same length.
+    ``vision`` replaces latent vision's top-K: ``random`` by K image tokens drawn uniformly from those not yet
+    picked, ``lowest`` by the K lowest-scored ones. Both apply at the latent steps in ``steps`` (1-based), or at
+    every step when ``steps`` is None. Everything else runs unchanged; draws are seeded by ``seed`` and the step.
+    """
+
+    state: Literal["zero", "shuffle", "noise"] | None = None
+    vision: Literal["random", "lowest"] | None = None
+    steps: tuple[int, ...] | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.state not in (None, "zero", "shuffle", "noise"):
+            raise ValueError(f"state must be None, 'zero', 'shuffle' or 'noise', got {self.state!r}")
+        if self.vision not in (None, "random", "lowest"):
+            raise ValueError(f"vision must be None, 'random' or 'lowest', got {self.vision!r}")
+        if self.steps is not None and any(t < 1 for t in self.steps):
+            raise ValueError(f"steps are 1-based latent steps, got {self.steps}")
+
+    def applies(self, t: int) -> bool:
+        return self.steps is None or t in self.steps
+
+    def generator(self, device, t: int) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.seed * 1_000 + t)
 
 
 @dataclass
@@ -115,6 +153,7 @@ class GenerationOutput:
     num_generated: list[int]  # per sample, tokens generated (eos included): the autoregressive steps
     selected: list[list[list[int]]]  # per sample, per latent step: image-token offsets (0 = first image token)
     first_logits: torch.Tensor  # (B, V) logits of the first generated token (after all latent steps)
+    states: list[torch.Tensor] = field(default_factory=list)  # per latent step t: (B, D) raw h_t (before scaling)
 
 
 @dataclass
@@ -274,15 +313,24 @@ class LatentEngine:
         _, scores = seq.forward(embeds[:, :p], batch.attention_mask[:, :p], positions[..., :p], record=record)
         return seq, embeds, scores
 
-    def _select(self, scores: torch.Tensor, layout: _Layout, picked: list[torch.Tensor], active: list[bool]):
-        """Top-K not-yet-picked image tokens per active sample. Returns (B, K) offsets into ``image_pos``."""
+    def _select(self, scores: torch.Tensor, layout: _Layout, picked: list[torch.Tensor], active: list[bool],
+                vision: str | None = None, generator: torch.Generator | None = None):
+        """Top-K not-yet-picked image tokens per active sample. Returns (B, K) offsets into ``image_pos``.
+
+        ``vision`` (an ``Intervention``): "random" ranks by uniform noise instead of the attention, "lowest" by
+        the negated attention."""
         k = self.config.k_effective
         B = scores.shape[0]
         out = torch.zeros(B, k, dtype=torch.long, device=scores.device)
         for b in range(B):
             if not active[b]:
                 continue
-            row = scores[b, layout.image_pos[b]].float().masked_fill(picked[b], float("-inf"))  # (N_b,)
+            row = scores[b, layout.image_pos[b]].float()  # (N_b,)
+            if vision == "random":
+                row = torch.rand(row.shape, generator=generator, device=row.device)
+            elif vision == "lowest":
+                row = -row
+            row = row.masked_fill(picked[b], float("-inf"))
             if self.config.patch_order == "reference":
                 # the authors' exact order: unsorted topk on the CPU over the image-span slice
                 idx = row.cpu().topk(k, sorted=False).indices.to(row.device)
@@ -294,16 +342,35 @@ class LatentEngine:
             out[b] = idx
         return out
 
-    def _latent_chunk(self, seq, embeds, layout, offsets, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """The embeddings [z_t, h_t] (or the configured variant) appended by latent step t, and their mask."""
-        B, D = embeds.shape[0], embeds.shape[-1]
-        h = seq.last_hidden  # (B, D) the fed-back hidden state
+    def _feedback(self, h: torch.Tensor, t: int, intervention: Intervention | None) -> torch.Tensor:
+        """The (B, D) state latent step t feeds back: h_t, detached, rescaled and intervened on as configured."""
+        B = h.shape[0]
+        if not self.config.latent_text:
+            return self.backbone.embed_tokens(
+                torch.full((B,), self.backbone.tokens.latent, device=h.device, dtype=torch.long)
+            )
         if self.config.latent_grad == "detach":
             h = h.detach()
-        if not self.config.latent_text:
-            h = self.backbone.embed_tokens(
-                torch.full((B,), self.backbone.tokens.latent, device=embeds.device, dtype=torch.long)
-            )
+        if self.config.feedback_norm == "embedding":
+            with torch.no_grad():
+                target = self.backbone.embedding.weight.float().norm(dim=-1).mean()  # a constant of the model
+            h = h * (target / h.float().norm(dim=-1, keepdim=True).clamp(min=1e-6)).to(h.dtype)
+        if intervention is not None and intervention.state and intervention.applies(t):
+            if intervention.state == "zero":
+                h = torch.zeros_like(h)
+            elif intervention.state == "shuffle":
+                if B < 2:
+                    raise ValueError("the shuffle intervention needs a batch of at least 2 questions")
+                h = h.roll(1, dims=0)  # every question gets another question's state
+            else:
+                noise = torch.randn(h.shape, generator=intervention.generator(h.device, t), device=h.device)
+                h = (noise * (h.float().norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True))).to(h.dtype)
+        return h
+
+    def _latent_chunk(self, seq, embeds, layout, offsets, t, intervention=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embeddings [z_t, h_t] (or the configured variant) appended by latent step t, and their mask."""
+        B, D = embeds.shape[0], embeds.shape[-1]
+        h = self._feedback(seq.last_hidden, t, intervention)  # (B, D) the fed-back hidden state
         h = h[:, None].to(embeds.dtype)  # (B, 1, D)
         k = self.config.k_effective
         if k:
@@ -315,29 +382,33 @@ class LatentEngine:
         active = torch.tensor([nb >= t for nb in layout.n], device=embeds.device)
         return chunk, active[:, None].expand(B, chunk.shape[1])
 
-    def _run_latents(self, batch: LatentBatch):
+    def _run_latents(self, batch: LatentBatch, intervention: Intervention | None = None):
         """Prefill and all latent steps but the last chunk, which is returned unrun (it is run together with the
-        rest). Returns (seq, layout, pending chunk or None, its mask, selections)."""
+        rest). Returns (seq, layout, pending chunk or None, its mask, selections, raw fed-back states)."""
         layout = self._layout(batch)
         seq, embeds, scores = self._prefill(batch, layout)
         B = batch.input_ids.shape[0]
         picked = [torch.zeros(len(pos), dtype=torch.bool, device=embeds.device) for pos in layout.image_pos]
         selected: list[list[list[int]]] = [[] for _ in range(B)]
+        states: list[torch.Tensor] = []
         pending = pending_mask = None
         for t in range(1, layout.n_max + 1):
             active = [nb >= t for nb in layout.n]
             offsets = None
             if self.config.k_effective:
-                offsets = self._select(scores, layout, picked, active)
+                vision = intervention.vision if intervention is not None and intervention.applies(t) else None
+                generator = intervention.generator(embeds.device, t) if vision == "random" else None
+                offsets = self._select(scores, layout, picked, active, vision, generator)
                 for b in range(B):
                     if active[b]:
                         selected[b].append(offsets[b].tolist())
-            chunk, chunk_mask = self._latent_chunk(seq, embeds, layout, offsets, t)
+            states.append(seq.last_hidden)
+            chunk, chunk_mask = self._latent_chunk(seq, embeds, layout, offsets, t, intervention)
             if t == layout.n_max:
                 pending, pending_mask = chunk, chunk_mask
             else:
                 _, scores = seq.forward(chunk, chunk_mask, record=self.config.k_effective > 0)
-        return seq, layout, pending, pending_mask, selected
+        return seq, layout, pending, pending_mask, selected, states
 
     def _run_rest(self, seq: _Sequence, layout: _Layout, pending, pending_mask):
         """Run [pending latent chunk, rest] in one forward. Returns the (B, R, D) hidden states that predict each
@@ -367,7 +438,7 @@ class LatentEngine:
         """
         if batch.labels is None:
             raise ValueError("forward needs labels (use generate for inference)")
-        seq, layout, pending, pending_mask, selected = self._run_latents(batch)
+        seq, layout, pending, pending_mask, selected, _ = self._run_latents(batch)
         pred = self._run_rest(seq, layout, pending, pending_mask)  # (B, R, D)
         target = layout.rest_labels
         keep = target != -100
@@ -377,15 +448,17 @@ class LatentEngine:
         return TrainOutput(loss=loss, logits=logits, n_tokens=n_tokens, selected=selected)
 
     @torch.no_grad()
-    def generate(self, batch: LatentBatch, max_new_tokens: int = 16) -> GenerationOutput:
+    def generate(self, batch: LatentBatch, max_new_tokens: int = 16,
+                 intervention: Intervention | None = None) -> GenerationOutput:
         """Latent steps, then greedy decoding with a per-sample eos stop.
 
         The prompt (and its latent slots) must be left-padded so the first latent slot aligns; anything after
         the latent slots in the prompt (e.g. Chameleon's separator) is teacher-forced before decoding.
+        ``intervention`` (analysis) replaces fed-back states or selections at chosen latent steps.
         """
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
-        seq, layout, pending, pending_mask, selected = self._run_latents(batch)
+        seq, layout, pending, pending_mask, selected, states = self._run_latents(batch, intervention)
         self._run_rest(seq, layout, pending, pending_mask)
         tokens = self.backbone.tokens
         B = batch.input_ids.shape[0]
@@ -404,4 +477,4 @@ class LatentEngine:
             hidden, _ = seq.forward(self.backbone.embed_tokens(nxt[:, None]), torch.ones(B, 1, device=device))
             logits = self.backbone.logits(hidden[:, -1])
         n = int(lengths.max())
-        return GenerationOutput(out[:, :n], lengths.tolist(), selected, first_logits)
+        return GenerationOutput(out[:, :n], lengths.tolist(), selected, first_logits, states)

@@ -24,6 +24,7 @@ class PredictionRecord:
     n_generated: int  # autoregressive steps (tokens generated, eos included)
     selected: list[list[int]]  # per latent step, image-token offsets in insertion order
     seconds: float  # wall time of this question's batch divided by the batch size
+    states: torch.Tensor | None = None  # (n_latents, D) raw fed-back states, when asked for (analysis)
 
 
 def predict(
@@ -34,8 +35,13 @@ def predict(
     max_new_tokens: int,
     batch_size: int = 16,
     progress=None,
+    intervention=None,
+    keep_states: bool = False,
 ) -> list[PredictionRecord]:
-    """Generate for every example (batched, in order). ``progress(done, total)`` is called after each batch."""
+    """Generate for every example (batched, in order). ``progress(done, total)`` is called after each batch.
+
+    ``intervention`` (an ``ivtlr.engine.Intervention``) is passed to the engine; ``keep_states`` keeps each
+    question's fed-back states (on the CPU, float32) in its record."""
     tokens = engine.backbone.tokens
     out: list[PredictionRecord] = []
     device = engine.backbone.device
@@ -43,17 +49,41 @@ def predict(
         chunk = examples[start:start + batch_size]
         batch = collate([inference_sample(ex, n_latents, tokens.latent) for ex in chunk], tokens.pad).to(device)
         t0 = time.perf_counter()
-        gen = engine.generate(batch, max_new_tokens)
+        gen = engine.generate(batch, max_new_tokens, intervention=intervention)
         if device.type == "cuda":
             torch.cuda.synchronize()
         per_question = (time.perf_counter() - t0) / len(chunk)
+        states = torch.stack(gen.states, 1).float().cpu() if keep_states and gen.states else None  # (B, n, D)
         for b, ex in enumerate(chunk):
             n = gen.num_generated[b]
             text = encoder.decode(gen.sequences[b, :n].tolist())
-            out.append(PredictionRecord(ex.id, text, n, gen.selected[b], per_question))
+            out.append(PredictionRecord(ex.id, text, n, gen.selected[b], per_question,
+                                        None if states is None else states[b]))
         if progress is not None:
             progress(len(out), len(examples))
     return out
+
+
+def written_steps(output: str) -> list[str]:
+    """The reasoning steps of a generated text: its lines before the answer line (each step is trained as
+    ``step + "\n"``, see ``ivtlr.tasks.base.step_target``)."""
+    from .tasks.base import ANSWER_PREFIX
+
+    lines = [line.strip() for line in output.split("\n")]
+    return [line for line in lines if line and not line.startswith(ANSWER_PREFIX.split(",")[0])]
+
+
+def step_exact_match(task, examples_by_id: dict, records: list[PredictionRecord]) -> list[float]:
+    """Per rationale step j, the share of questions whose generated step j (``written_steps``) is exactly the
+    gold step j (chain-of-thought outputs)."""
+    gold = [task.steps(examples_by_id[r.id]) for r in records]
+    n_steps = max((len(g) for g in gold), default=0)
+    hits = [0] * n_steps
+    for r, g in zip(records, gold):
+        written = written_steps(r.output)
+        for j in range(len(g)):
+            hits[j] += j < len(written) and written[j] == g[j].strip()
+    return [h / max(1, len(records)) for h in hits]
 
 
 def score_predictions(task, examples_by_id: dict, records: list[PredictionRecord], judge: str | None = "all"):
@@ -88,19 +118,27 @@ def blind(example):
 
 
 def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_tokens: int, batch_size: int = 16,
-             latency_questions: int = 16, name: str = "", progress=None) -> EvalResult:
+             latency_questions: int = 16, name: str = "", progress=None, intervention=None,
+             warmup_questions: int = 2) -> EvalResult:
     """Accuracy (every judge), autoregressive steps, latency at batch 1 and batched throughput.
 
-    Latency is the mean wall time per question at batch size 1 over the first ``latency_questions``; the
-    accuracy and throughput come from the batched run over all questions (batched == one-by-one outputs).
+    Latency is the mean wall time per question at batch size 1 over the first ``latency_questions``, timed after
+    ``warmup_questions`` untimed ones (so that no mode pays for first-call allocations); the accuracy and
+    throughput come from the batched run over all questions (batched == one-by-one outputs). ``intervention``
+    (``ivtlr.engine.Intervention``) applies to every run.
     """
     from .curriculum import encode_example
 
     tokens = engine.backbone.tokens
     encoded = [encode_example(task, encoder, ex, tokens.image) for ex in examples]
-    lat = predict(engine, encoder, encoded[:latency_questions], n_latents, max_new_tokens, batch_size=1)
+    run = lambda enc, bs, **kw: predict(engine, encoder, enc, n_latents, max_new_tokens, bs,  # noqa: E731
+                                        intervention=intervention, **kw)
+    lat = []
+    if intervention is None or intervention.state != "shuffle":  # shuffling needs batches: no batch-1 timing
+        run(encoded[:warmup_questions], 1)
+        lat = run(encoded[:latency_questions], 1)
     t0 = time.perf_counter()
-    records = predict(engine, encoder, encoded, n_latents, max_new_tokens, batch_size, progress=progress)
+    records = run(encoded, batch_size, progress=progress)
     wall = time.perf_counter() - t0
     report = score_predictions(task, {ex.id: ex for ex in examples}, records)
     summary = {
@@ -108,7 +146,7 @@ def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_toke
         "latent": vars(engine.config).copy(),
         "accuracy": {j: report.overall[j].accuracy for j in report.judges},
         "ar_steps": sum(r.n_generated for r in records) / max(1, len(records)),
-        "latency_s": sum(r.seconds for r in lat) / max(1, len(lat)),
+        "latency_s": sum(r.seconds for r in lat) / len(lat) if lat else float("nan"),
         "throughput_q_per_s": len(records) / wall if wall else float("nan"),
         "batch_size": batch_size,
         "report": report.to_dict(),
