@@ -34,6 +34,9 @@ class ModelConfig:
     """Tiny model: vision transformer depth."""
     tiny_vocab: int = 400
     """Tiny model: BPE vocabulary size of the task tokenizer."""
+    tiny_tie_embeddings: bool = False
+    """Tiny model: the output head shares the input embeddings (then a fed-back state that predicts a word points
+    along that word's input embedding)."""
     lora: bool = True
     """LoRA on the language model's q/k/v/o/gate/up/down projections (pretrained models; tiny models train fully)."""
     lora_r: int = 64
@@ -48,6 +51,9 @@ class ModelConfig:
     """Resize images to this square side before the processor (authors: 280 for Qwen2-VL). None: keep."""
     init_latent_from: str = "<<"
     """Pretrained models: the new latent tokens' embedding and lm_head rows start as copies of this token's."""
+    init_from: str | None = None
+    """An ivtlr checkpoint folder to start from (its weights and tokenizer; the optimizer starts fresh), e.g. the
+    latent stages (curriculum.first_stage 1) fine-tuned from a shared stage-0 chain-of-thought checkpoint."""
 
     def __post_init__(self):
         for name in ("tiny_hidden", "tiny_layers", "tiny_heads", "lora_r", "tiny_vocab"):
@@ -86,6 +92,9 @@ class CurriculumConfig:
     cot_epochs: int | None = None
     """Epochs of stage 0 (chain-of-thought) when the curriculum starts there; None: epochs_per_stage. Coconut
     trains its CoT stage separately and longer; on a CPU budget the latent stages need fewer epochs."""
+    stage_epochs: list[int] | None = None
+    """Epochs of each latent stage, from the first latent stage trained to max_latent_stage (e.g. [1, 2, 1]);
+    None: epochs_per_stage each."""
     max_latent_stage: int = 3
     """Last stage; stage s replaces the first s steps by s latent slots (authors: 3)."""
     pad_latent_to_max: bool = False
@@ -110,6 +119,12 @@ class CurriculumConfig:
             raise ValueError("curriculum.first_stage must be in 0..max_latent_stage")
         if not 0.0 <= self.stage_mix_prob <= 1.0:
             raise ValueError("curriculum.stage_mix_prob must be in [0, 1]")
+        if self.stage_epochs is not None:
+            self.stage_epochs = [int(e) for e in self.stage_epochs]
+            n_latent = self.max_latent_stage - max(1, self.first_stage) + 1
+            if len(self.stage_epochs) != n_latent or any(e < 1 for e in self.stage_epochs):
+                raise ValueError(f"curriculum.stage_epochs needs {n_latent} positive epoch counts (stages "
+                                 f"{max(1, self.first_stage)}..{self.max_latent_stage}), got {self.stage_epochs}")
 
     @property
     def stage0_epochs(self) -> int:
@@ -119,20 +134,28 @@ class CurriculumConfig:
         return self.cot_epochs if self.cot_epochs is not None else self.epochs_per_stage
 
     @property
+    def latent_epochs(self) -> list[int]:
+        """Epochs of each latent stage trained (first latent stage first)."""
+        if self.stage_epochs is not None:
+            return list(self.stage_epochs)
+        return [self.epochs_per_stage] * max(0, self.max_latent_stage - max(1, self.first_stage) + 1)
+
+    @property
     def total_epochs(self) -> int:
         if self.no_cot:
             return self.epochs_per_stage
-        latent_stages = self.max_latent_stage - max(1, self.first_stage) + 1
-        return self.stage0_epochs + latent_stages * self.epochs_per_stage + self.extra_epochs
+        return self.stage0_epochs + sum(self.latent_epochs) + self.extra_epochs
 
     def stage(self, epoch: int) -> int:
         """The stage of an epoch (0-based); after the last stage, max_latent_stage."""
-        if self.no_cot:
+        if self.no_cot or epoch < self.stage0_epochs:
             return 0
-        if epoch < self.stage0_epochs:
-            return 0
-        first_latent = max(1, self.first_stage)
-        return min(first_latent + (epoch - self.stage0_epochs) // self.epochs_per_stage, self.max_latent_stage)
+        left = epoch - self.stage0_epochs
+        for stage, epochs in enumerate(self.latent_epochs, start=max(1, self.first_stage)):
+            if left < epochs:
+                return stage
+            left -= epochs
+        return self.max_latent_stage
 
     def is_stage_start(self, epoch: int) -> bool:
         return epoch == 0 or self.stage(epoch) != self.stage(epoch - 1)
@@ -147,9 +170,9 @@ class OptimConfig:
     lr: float = 4e-5
     """Learning rate (authors: 4e-5, constant)."""
     schedule: Literal["constant", "cosine"] = "constant"
-    """constant (authors) or linear warmup + cosine decay over each stage."""
+    """constant (authors) or cosine decay over each stage, both after the warmup."""
     warmup_steps: int = 0
-    """Warmup optimizer steps (cosine schedule)."""
+    """Linear warmup optimizer steps at the start of each schedule (authors: 0)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     batch_size: int = 2
@@ -180,6 +203,9 @@ class RunConfig:
     """Continue from the newest checkpoint in out_dir (exactly: same data order, RNG and optimizer state)."""
     gradient_checkpointing: bool = False
     """Layer checkpointing (drops the KV cache in training: the engine then recomputes the prefix per pass)."""
+    val_every: int = 0
+    """Also validate every N optimizer steps (0: only at stage ends); the validation rows of metrics.jsonl then
+    trace when each rationale step is learnt (chain-of-thought stages: exact match per written step)."""
     val_max_new_tokens: int = 96
     """Generation budget for validation (chain-of-thought stages need the rationale's length)."""
     eval_batch_size: int = 16

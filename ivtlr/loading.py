@@ -17,8 +17,10 @@ from .checkpoint import read_meta
 from .config import TrainConfig
 
 
-def load_model(path: str | Path, base: str | None = None, backbone: str = "qwen2-vl"):
-    """(model in eval mode, tokenizer, TrainConfig). Raises FileNotFoundError / CheckpointError with the path."""
+def load_model(path: str | Path, base: str | None = None, backbone: str = "qwen2-vl", trainable: bool = False):
+    """(model in eval mode, tokenizer, TrainConfig). Raises FileNotFoundError / CheckpointError with the path.
+
+    ``trainable``: a LoRA checkpoint's adapter stays trainable (to continue training from it)."""
     path = Path(path)
     if path.is_file():
         return _load_authors(path, base, backbone)
@@ -38,6 +40,8 @@ def load_model(path: str | Path, base: str | None = None, backbone: str = "qwen2
         missing, unexpected = load_weights(model, str(path / "model" / "model.safetensors"), strict=False)
         if missing or unexpected:
             raise ValueError(f"{path}: weights do not fit: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+        if config.model_type == "chameleon":  # discrete codes: no gradient ever reaches the VQ image tokenizer
+            model.model.vqmodel.requires_grad_(False)
     else:
         from peft import PeftModel
 
@@ -46,7 +50,7 @@ def load_model(path: str | Path, base: str | None = None, backbone: str = "qwen2
         base_cfg = cfg.model
         base_model = build_pretrained(type(base_cfg)(**{**vars(base_cfg), "lora": False}), tokenizer, torch.float32,
                                       log=lambda m: None)
-        model = PeftModel.from_pretrained(base_model, path / "model")
+        model = PeftModel.from_pretrained(base_model, path / "model", is_trainable=trainable)
     return model.eval(), tokenizer, cfg
 
 

@@ -121,7 +121,12 @@ def build_setup(cfg: TrainConfig, device: torch.device, log: Callable[[str], Non
     dtype, reason = choose_dtype(cfg.model.dtype, device)
     if model is None:
         log(f"dtype {str(dtype).replace('torch.', '')} ({reason}); device {device}")
-        if cfg.model.name_or_path is None:
+        if cfg.model.init_from is not None:
+            from .loading import load_model
+
+            model, tokenizer, _ = load_model(cfg.model.init_from, trainable=True)
+            log(f"initialised from {cfg.model.init_from}: {sum(p.numel() for p in model.parameters()):,} parameters")
+        elif cfg.model.name_or_path is None:
             tokenizer = build_tiny_tokenizer_for_backbone(cfg.model, task_corpus(task, train_raw or val_raw))
             model = build_tiny_for_backbone(cfg.model, tokenizer, cfg.optim.seed)
             log(f"tiny {cfg.model.backbone} from scratch: {sum(p.numel() for p in model.parameters()):,} parameters, "

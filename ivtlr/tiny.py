@@ -32,6 +32,8 @@ class TinyQwen2VLSpec:
     vision_depth: int = 2
     vision_embed_dim: int = 128
     vision_heads: int = 4
+    tie_embeddings: bool = False
+    """lm_head shares the input embedding matrix (as in Qwen2-VL-2B; the 7B models are untied)."""
 
     def __post_init__(self):
         head_dim = self.hidden_size // self.num_heads
@@ -97,7 +99,7 @@ def tiny_qwen2vl_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, attn_impleme
         ),
         image_token_id=ids.image_pad, video_token_id=ids.video_pad,
         vision_start_token_id=ids.vision_start, vision_end_token_id=ids.vision_end,
-        attn_implementation=attn_implementation,
+        attn_implementation=attn_implementation, tie_word_embeddings=spec.tie_embeddings,
     )
 
 
@@ -123,7 +125,7 @@ def tiny_qwen25vl_config(spec: TinyQwen2VLSpec, ids: QwenSpecialIds, attn_implem
         ),
         image_token_id=ids.image_pad, video_token_id=ids.video_pad,
         vision_start_token_id=ids.vision_start, vision_end_token_id=ids.vision_end,
-        attn_implementation=attn_implementation,
+        attn_implementation=attn_implementation, tie_word_embeddings=spec.tie_embeddings,
     )
 
 
@@ -158,6 +160,8 @@ class TinyChameleonSpec:
     vq_embed_dim: int = 16
     vq_base_channels: int = 32
     """Must be a multiple of 32 (the VQ encoder's GroupNorm has 32 groups)."""
+    tie_embeddings: bool = False
+    """lm_head shares the input embedding matrix."""
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
@@ -232,6 +236,7 @@ def tiny_chameleon_config(spec: TinyChameleonSpec, ids: ChameleonSpecialIds, att
         vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=4096, pad_token_id=ids.pad, bos_token_id=ids.bos, eos_token_id=ids.eos,
+        tie_word_embeddings=spec.tie_embeddings,
         vocabulary_map=chameleon_vocabulary_map(ids, spec.vq_codes),
         vq_config=dict(
             embed_dim=spec.vq_embed_dim, num_embeddings=spec.vq_codes, latent_channels=spec.vq_embed_dim,
@@ -263,7 +268,8 @@ TINY_CHAMELEON_CODES = 256
 def tiny_spec_for_backbone(cfg: "ModelConfig", vocab_size: int) -> TinyQwen2VLSpec | TinyChameleonSpec:
     """The tiny model's sizes from ``cfg.tiny_*``: key/value heads are half the heads, the MLP is twice as wide."""
     sizes = dict(vocab_size=vocab_size, hidden_size=cfg.tiny_hidden, intermediate_size=2 * cfg.tiny_hidden,
-                 num_layers=cfg.tiny_layers, num_heads=cfg.tiny_heads, num_kv_heads=max(1, cfg.tiny_heads // 2))
+                 num_layers=cfg.tiny_layers, num_heads=cfg.tiny_heads, num_kv_heads=max(1, cfg.tiny_heads // 2),
+                 tie_embeddings=cfg.tiny_tie_embeddings)
     if cfg.backbone in ("qwen2-vl", "qwen2.5-vl"):
         return TinyQwen2VLSpec(**sizes, vision_depth=cfg.tiny_vision_depth,
                                vision_embed_dim=max(32, cfg.tiny_hidden // 2), vision_heads=max(1, cfg.tiny_heads // 2))

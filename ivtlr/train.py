@@ -24,7 +24,7 @@ from .checkpoint import list_checkpoints, load_weights, rng_state, save_checkpoi
 from .config import TrainConfig
 from .curriculum import Curriculum, EncodedExample, encode_example
 from .engine import LatentBatch, LatentEngine
-from .evaluate import predict, score_predictions
+from .evaluate import predict, score_predictions, step_exact_match
 from .setup import Setup, build_setup
 
 logger = logging.getLogger(__name__)
@@ -122,10 +122,10 @@ class Trainer:
         warm = cfg.warmup_steps
 
         def factor(step: int) -> float:
-            if cfg.schedule == "constant":
-                return 1.0
             if step < warm:
                 return (step + 1) / warm
+            if cfg.schedule == "constant":
+                return 1.0
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
         self.optimizer = self.acc.prepare(optimizer)
@@ -218,6 +218,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
             if cfg.run.save_every and self.pos.step % cfg.run.save_every == 0 and self.pos.batch < len(batches):
                 self.save(f"step-{self.pos.step}")
+            if cfg.run.val_every and self.pos.step % cfg.run.val_every == 0 and self.pos.batch < len(batches):
+                self.validate(stage)
             if cfg.run.max_steps is not None and self.pos.step >= cfg.run.max_steps:
                 return False
         self.pos.epoch, self.pos.batch = epoch + 1, 0
@@ -253,9 +255,14 @@ class Trainer:
         judge = report.judges[0]
         acc = report.overall[judge].accuracy
         steps = sum(r.n_generated for r in records) / len(records)
-        self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% ({judge}), {steps:.1f} generated tokens "
-                 f"per question, on {len(records)} questions")
-        record = {"step": self.pos.step, "stage": stage, "val_accuracy": acc, "val_ar_steps": steps}
+        match = step_exact_match(self.s.task, self.s.val_examples, records) if n == 0 else []
+        self.log(f"stage {stage} step {self.pos.step}: validation accuracy {100 * acc:.1f}% ({judge}), {steps:.1f} "
+                 f"generated tokens per question, on {len(records)} questions"
+                 + (f"; exact match per written step {', '.join(f'{100 * m:.0f}%' for m in match)}" if match else ""))
+        record = {"step": self.pos.step, "stage": stage, "val_accuracy": acc, "val_ar_steps": steps,
+                  "val_by_kind": {k.split("/")[-1]: v[judge].accuracy for k, v in report.groups.get("topic", {}).items()}}
+        if match:
+            record["val_step_match"] = match
         self.write_metrics(record)
         if self.tb is not None:
             self.tb.add_scalar("val/accuracy", acc, self.pos.step)
