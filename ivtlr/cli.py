@@ -17,6 +17,8 @@ VERBS = {
     "data": ("ivtlr.cli", "data_main", "datasets: `ivtlr data synth --out DIR ...`"),
     "eval": ("ivtlr.evaluate", "main", "evaluate a checkpoint (accuracy, AR steps, time per question)"),
     "infer": ("ivtlr.infer", "main", "answer questions about images; show each latent step's patches"),
+    "analyze": ("ivtlr.analyze", "main", "diagnostics of the latent steps: selections, probes, interventions"),
+    "experiments": ("ivtlr.experiments", "main", "the measured experiments of docs/latent-reasoning.md"),
     "score": ("ivtlr.tasks.scoring", "score_main", "score a predictions JSONL (M3CoT custom format)"),
 }
 
