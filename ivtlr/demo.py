@@ -1,72 +1,121 @@
 """``ivtlr demo``: the paper's tables in miniature, on a CPU, from nothing.
 
 1. generates the synthetic visual multi-step benchmark (``ivtlr data synth``);
-2. trains a tiny VLM from scratch twice: the No-CoT baseline (answer directly) and the IVT-LR curriculum
-   (stage 0 = chain-of-thought, stages 1-3 = 1-3 latent steps), keeping every stage's checkpoint;
-3. evaluates every mode on the test split: IVT-LR, CoT (the stage-0 model writes its rationale), No-CoT, a blind
-   baseline (images replaced by gray), the three ablations (no latent text, no latent vision, no latent part),
-   accuracy per stage and per K;
-4. writes ``<out>/report.md`` (tables) and PNG plots.
+2. trains a tiny VLM from scratch: stage 0 (chain-of-thought) and, side by side, the No-CoT baseline; then, from
+   the stage-0 checkpoint, the latent stages 1-3 with the demo's recipe and, side by side, with the authors'
+   exact latent semantics (when the recipe differs from them), keeping every stage's checkpoint;
+3. evaluates every mode on the test split (``results.json`` rows): IVT-LR, CoT, No-CoT, blind baselines (images
+   replaced by gray), the ablations (no latent text, no latent vision, no latent part, random patches instead of
+   the attention's top-K), every stage with its own latents, the authors' setting;
+4. runs ``ivtlr analyze`` on the final model (selection hit rates, probes, interventions, scales);
+5. writes ``<out>/report.md`` (tables, the targets met or not, the diagnostics) and PNG plots.
 
-``--quick`` runs a few-minute version (the test suite runs it end to end); the full size is the README's main
+Schedule on two cores::
+
+    core 1:  stage 0 (CoT)  ───────────────►  latent stages 1-3 (recipe)   ─┐
+    core 2:  No-CoT baseline ──────────────►  latent stages 1-3 (authors')  ─┴─►  evaluation, analysis, report
+
+``--quick`` runs a one-minute version (the test suite runs it end to end); the full size is the README's main
 command. Every figure in the report comes from this run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 
 @dataclass
-class DemoSize:
+class DemoRecipe:
+    """Everything the demo trains with. The defaults (``RECIPES["full"]``) are the measured best recipe of
+    docs/latent-reasoning.md; every field is also a flag of ``ivtlr demo``'s experiments."""
+
     n_train: int
     n_test: int
-    cot_epochs: int  # stage 0 (chain-of-thought)
-    epochs_per_stage: int  # each latent stage
+    cot_epochs: int
+    """Epochs of stage 0 (chain-of-thought)."""
+    epochs_per_stage: int
+    """Epochs of each latent stage."""
     nocot_epochs: int
     hidden: int
     layers: int
     batch_size: int
     lr: float
-    k: int = 3  # of the 9 image tokens of a 3x3 board; K x 3 steps <= 9
-    latent_grad: str = "detach"  # the authors' choice; "full" backpropagates through the fed-back states
+    heads: int = 4
+    vocab: int = 600
+    warmup_steps: int = 50
+    k: int = 1
+    """Image tokens per latent step; K x 3 steps stay below the board's 9 tokens, so the selection must choose."""
+    latent_grad: str = "detach"
+    feedback_norm: str = "none"
+    stage_mix_prob: float = 0.0
+    """Chance that a training example of latent stage s is shown at an earlier stage (1..s-1) instead."""
+    stage_epochs: tuple = ()
+    """Epochs of each latent stage (1..max_latent_stage); empty: epochs_per_stage each."""
+    schedule: str = "constant"
+    """Learning-rate schedule after the warmup (constant, as the authors; or cosine per stage)."""
+    tie_embeddings: bool = True
+    """The tiny model's output head shares its input embeddings."""
+    synth: dict = field(default_factory=dict)
+    """Knobs of the synthetic benchmark (``ivtlr.data.synth.SynthConfig``)."""
+    max_latent_stage: int = 3
+
+    @property
+    def authors(self) -> dict:
+        """The latent options that differ from the authors' semantics (detach, raw fed-back states)."""
+        return {k: v for k, v in (("latent_grad", "detach"), ("feedback_norm", "none")) if getattr(self, k) != v}
 
 
-SIZES = {
-    "full": DemoSize(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=6, hidden=128,
-                     layers=4, batch_size=16, lr=1e-3),
-    "quick": DemoSize(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32, layers=2,
-                      batch_size=8, lr=3e-3),
+SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style="quadrant", kinds=("dot-colour",))
+RECIPES = {
+    "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=4, epochs_per_stage=1, nocot_epochs=2, hidden=128,
+                       layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(1, 1, 2), synth=SYNTH),
+    "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
+                        layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH),
 }
 
 
-def train_config(size: DemoSize, data: Path, out: Path, backbone: str, no_cot: bool, seed: int):
+def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: int, phase: str,
+                 init_from: Path | None = None, **latent):
+    """The TrainConfig of one of the demo's trainings. ``phase``: "cot" (stage 0 only), "latent" (stages
+    1..max from ``init_from``) or "nocot"."""
     from .config import TrainConfig
 
     cfg = TrainConfig()
-    cfg.model = replace(cfg.model, backbone=backbone, tiny_hidden=size.hidden, tiny_layers=size.layers,
-                        tiny_heads=4 if size.hidden >= 64 else 2, tiny_vocab=400)
-    cfg.data = replace(cfg.data, task="synth", source=str(data), val_size=0)
-    cfg.curriculum = replace(cfg.curriculum, epochs_per_stage=size.nocot_epochs if no_cot else size.epochs_per_stage,
-                             cot_epochs=None if no_cot else size.cot_epochs, max_latent_stage=3, no_cot=no_cot)
-    cfg.optim = replace(cfg.optim, lr=size.lr, batch_size=size.batch_size, schedule="cosine", warmup_steps=50,
-                        seed=seed)
-    cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=True)
-    cfg.latent = replace(cfg.latent, k=size.k, latent_grad=size.latent_grad)
+    cfg.model = replace(cfg.model, backbone=backbone, tiny_hidden=recipe.hidden, tiny_layers=recipe.layers,
+                        tiny_heads=recipe.heads if recipe.hidden >= 64 else 2, tiny_vocab=recipe.vocab,
+                        tiny_tie_embeddings=recipe.tie_embeddings, init_from=str(init_from) if init_from else None)
+    cfg.data = replace(cfg.data, task="synth", source=str(data.resolve()), val_size=0)
+    cur = dict(max_latent_stage=recipe.max_latent_stage, stage_mix_prob=recipe.stage_mix_prob)
+    if phase == "cot":
+        cur.update(cot_epochs=recipe.cot_epochs, max_latent_stage=0)
+    elif phase == "latent":
+        cur.update(first_stage=1, epochs_per_stage=recipe.epochs_per_stage,
+                   stage_epochs=list(recipe.stage_epochs) or None)
+    else:
+        cur.update(no_cot=True, epochs_per_stage=recipe.nocot_epochs)
+    cfg.curriculum = replace(cfg.curriculum, **cur)
+    cfg.optim = replace(cfg.optim, lr=recipe.lr, batch_size=recipe.batch_size, schedule=recipe.schedule,
+                        warmup_steps=recipe.warmup_steps, seed=seed)
+    cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=phase != "nocot")
+    cfg.latent = replace(cfg.latent, **{"k": recipe.k, "latent_grad": recipe.latent_grad,
+                                        "feedback_norm": recipe.feedback_norm, **latent})
     return cfg
 
 
 def stage_checkpoints(run: Path) -> dict[int, Path]:
+    """stage -> the checkpoint saved at that stage's end, for one run folder."""
     from .checkpoint import list_checkpoints, read_meta
 
     out = {}
@@ -77,55 +126,168 @@ def stage_checkpoints(run: Path) -> dict[int, Path]:
     return out
 
 
-class Evaluator:
-    """Loads checkpoints and runs the evaluation modes on one test set."""
+# ------------------------------------------------------------------------------------------------ training
+class Background:
+    """``ivtlr train CONFIG`` in a child process (one core), its output in a log file."""
 
-    def __init__(self, data: Path, n_test: int, batch_size: int):
+    def __init__(self, cfg, out: Path, name: str, threads: int):
+        cfg.save(out / f"{name}.yaml")
+        self.name, self.log = name, out / f"{name}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "ivtlr.cli", "train", str(out / f"{name}.yaml")],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.t0 = time.perf_counter()
+
+    def wait(self) -> float:
+        if self.proc.wait() != 0:
+            raise RuntimeError(f"the {self.name} training failed (exit {self.proc.returncode}):\n"
+                               f"{self.log.read_text()[-2000:]}")
+        return time.perf_counter() - self.t0
+
+    def kill(self):
+        self.proc.kill()
+
+
+def train_all(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: int, threads: int) -> dict:
+    """The four trainings on the two-core schedule of the module docstring. Returns wall seconds per training."""
+    from .train import Trainer
+
+    timings = {}
+    nocot = Background(train_config(recipe, data, out / "nocot", backbone, seed, "nocot"), out, "nocot", threads)
+    authors = None
+    try:
+        print(f"[2/5] stage 0 (chain-of-thought) of a tiny {backbone} from scratch; the No-CoT baseline trains "
+              f"beside it (log: {nocot.log})", flush=True)
+        t0 = time.perf_counter()
+        Trainer(train_config(recipe, data, out / "cot", backbone, seed, "cot")).run()
+        timings["cot"] = time.perf_counter() - t0
+        timings["nocot"] = nocot.wait()
+        stage0 = stage_checkpoints(out / "cot")[0]
+        if recipe.authors:
+            cfg = train_config(recipe, data, out / "authors", backbone, seed, "latent", stage0,
+                               latent_grad="detach", feedback_norm="none")
+            cfg.run.progress = False
+            authors = Background(cfg, out, "authors", threads)
+        print(f"[3/5] latent stages 1-{recipe.max_latent_stage} from the stage-0 checkpoint ("
+              + (f"recipe: {recipe.authors}; the authors' setting trains beside it, log: {authors.log})"
+                 if authors else "the authors' setting)"), flush=True)
+        if authors is None:  # nothing trains beside it: the latent stages get both cores' threads
+            torch.set_num_threads(min(2 * threads, os.cpu_count() or 1))
+        t0 = time.perf_counter()
+        Trainer(train_config(recipe, data, out / "ivtlr", backbone, seed, "latent", stage0)).run()
+        torch.set_num_threads(threads)
+        timings["ivtlr"] = time.perf_counter() - t0
+        if authors is not None:
+            timings["authors"] = authors.wait()
+    except BaseException:
+        nocot.kill()
+        if authors is not None:
+            authors.kill()
+        raise
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class Row:
+    """One evaluated mode: a stable machine key, a label, which checkpoint and how."""
+
+    key: str
+    label: str
+    checkpoint: str  # "stage0", "final", "nocot", "authors", "stage_<s>"
+    n_latents: int
+    max_new_tokens: int
+    blind: bool = False
+    latent: tuple = ()  # LatentConfig overrides as (name, value) pairs
+    intervention: str | None = None  # a name of ivtlr.analyze.INTERVENTIONS, applied at every step
+
+
+def demo_rows(recipe: DemoRecipe) -> list[Row]:
+    n = recipe.max_latent_stage
+    rows = [
+        Row("ivtlr", f"IVT-LR ({n} latent steps)", "final", n, 16),
+        Row("cot", "CoT (stage-0 model)", "stage0", 0, 128),
+        Row("nocot", "No-CoT", "nocot", 0, 16),
+        Row("blind_ivtlr", "blind IVT-LR (gray image)", "final", n, 16, blind=True),
+        Row("blind_cot", "blind CoT (gray image)", "stage0", 0, 128, blind=True),
+        Row("no_latent_text", "ablation: no latent text", "final", n, 16, latent=(("latent_text", False),)),
+        Row("no_latent_vision", "ablation: no latent vision", "final", n, 16, latent=(("latent_vision", False),)),
+        Row("no_latent_part", "ablation: no latent part (n=0)", "final", 0, 16),
+        Row("random_patches", "ablation: random patches instead of top-K", "final", n, 16,
+            intervention="vision_random"),
+    ]
+    # stage s < n still writes its last n - s steps: a CoT-sized budget
+    rows += [Row(f"stage_{s}", f"stage {s} ({s} latent steps)", f"stage_{s}", s, 128) for s in range(1, n)]
+    rows += [Row(f"k_{k}", f"IVT-LR K={k}", "final", n, 16, latent=(("k", k),)) for k in range(1, recipe.k)]
+    if recipe.authors:
+        rows.append(Row("ivtlr_authors", "IVT-LR, the authors' setting (detach, raw states)", "authors", n, 16))
+    return rows
+
+
+class Evaluator:
+    """Loads checkpoints once and runs the demo's rows on one test set."""
+
+    def __init__(self, checkpoints: dict[str, Path], data: Path, n_test: int, batch_size: int = 32):
         from .tasks import get_task
 
-        self.task = get_task("synth")
-        self.examples = list(self.task.load(str(data), "test"))[:n_test]
+        self.checkpoints = checkpoints
+        self.examples = list(get_task("synth").load(str(data), "test"))[:n_test]
         self.batch_size = batch_size
-        self.results: list[dict] = []
+        self._loaded: dict[str, object] = {}
+        self.results: dict[str, dict] = {}
 
-    def run(self, checkpoint: Path, name: str, n_latents: int, max_new_tokens: int, blind: bool = False, **latent):
-        from .backbones import backbone_for
-        from .engine import LatentEngine
-        from .evaluate import blind as blinded, run_eval
-        from .loading import load_model
-        from .setup import prompt_encoder, token_ids
+    def inference(self, name: str):
+        from .inference import load_inference
 
-        model, tokenizer, cfg = load_model(checkpoint)
-        engine = LatentEngine(backbone_for(model, token_ids(tokenizer, cfg.model.backbone)), replace(cfg.latent, **latent))
-        encoder = prompt_encoder(cfg.model.backbone, tokenizer, cfg.model.image_size)
-        examples = [blinded(ex) for ex in self.examples] if blind else self.examples
+        if name not in self._loaded:
+            self._loaded[name] = load_inference(self.checkpoints[name])
+        return self._loaded[name]
+
+    def run(self, row: Row) -> dict:
+        from .analyze import INTERVENTIONS
+        from .evaluate import blind, run_eval
+
+        inf = self.inference(row.checkpoint).with_latent(**dict(row.latent))
+        examples = [blind(ex) for ex in self.examples] if row.blind else self.examples
         t0 = time.perf_counter()
-        res = run_eval(engine, encoder, self.task, examples, n_latents, max_new_tokens, self.batch_size, name=name)
-        summary = res.summary
-        acc = summary["accuracy"]["official"]
-        print(f"  {name:<34} accuracy {100 * acc:5.1f}%  AR steps {summary['ar_steps']:6.1f}  "
-              f"{1000 * summary['latency_s']:7.1f} ms/question  ({time.perf_counter() - t0:.0f} s)", flush=True)
-        self.results.append(summary)
+        res = run_eval(inf.engine, inf.encoder, inf.task, examples, row.n_latents, row.max_new_tokens,
+                       self.batch_size, name=row.label,
+                       intervention=INTERVENTIONS[row.intervention] if row.intervention else None)
+        summary = {"key": row.key, **res.summary}
+        judge = inf.task.judge_names[0]
+        summary["by_kind"] = {k.split("/")[-1]: v[judge]["accuracy"]
+                              for k, v in res.summary["report"]["groups"].get("topic", {}).items()}
+        print(f"  {row.label:<44} accuracy {100 * summary['accuracy'][judge]:5.1f}%  AR steps "
+              f"{summary['ar_steps']:6.1f}  {1000 * summary['latency_s']:6.1f} ms/question  "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        self.results[row.key] = summary
         return summary
 
 
+# ---------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivtlr demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a few-minute version (tests run it)")
+    parser.add_argument("--quick", action="store_true", help="a one-minute version (the tests run it)")
     parser.add_argument("--out", default="runs/demo", help="output folder (replaced)")
     parser.add_argument("--backbone", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "chameleon"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: 1 per process on <= 2 cores)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initialisation and the data order")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0: 1 on <= 2 cores)")
     parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "
                         "to DOCS/img/demo/ (how docs/results.md is made)")
-    parser.add_argument("--latent-grad", choices=["detach", "full"], default="detach",
-                        help="gradient through the fed-back hidden states (detach: the authors'; full: Coconut's)")
-    parser.add_argument("--eval-only", action="store_true", help="re-run only the evaluation and the report on the "
-                        "data and checkpoints already in --out (training is deterministic on one thread)")
+    parser.add_argument("--eval-only", action="store_true", help="re-run only the evaluation, the analysis and the "
+                        "report on the data and checkpoints already in --out")
+    for f in dataclasses.fields(DemoRecipe):
+        if f.type in ("int", "float", "str") and f.name not in ("n_test",):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
+                                help="recipe override (default: the recipe's)")
     args = parser.parse_args(argv)
-    size = replace(SIZES["quick" if args.quick else "full"], latent_grad=args.latent_grad)
-    code = run_demo(size, Path(args.out), args.backbone, args.seed, args.threads, "quick" if args.quick else "full",
-                    eval_only=args.eval_only)
+    label = "quick" if args.quick else "full"
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
+                 if getattr(args, f.name, None) is not None}
+    recipe = replace(RECIPES[label], **overrides)
+    code = run_demo(recipe, Path(args.out), args.backbone, args.seed, args.threads, label,
+                    eval_only=args.eval_only, overrides=overrides)
     if args.publish_docs:
         publish(Path(args.out), Path(args.publish_docs))
     return code
@@ -136,18 +298,27 @@ def publish(out: Path, docs: Path) -> None:
     img = docs / "img" / "demo"
     img.mkdir(parents=True, exist_ok=True)
     text = (out / "report.md").read_text()
-    for png in sorted(out.glob("*.png")):
+    for png in sorted(out.glob("*.png")) + sorted((out / "analysis").glob("*.png")):
         shutil.copy(png, img / png.name)
-        text = text.replace(f"]({png.name})", f"](img/demo/{png.name})")
+        rel = png.relative_to(out).as_posix()
+        text = text.replace(f"]({rel})", f"](img/demo/{png.name})")
     (docs / "results.md").write_text(text)
     print(f"published {docs / 'results.md'}")
 
 
-def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, label: str,
-             eval_only: bool = False) -> int:
+def command_line(label: str, backbone: str, seed: int, overrides: dict) -> str:
+    parts = ["ivtlr demo"] + (["--quick"] if label == "quick" else [])
+    parts += [f"--backbone {backbone}"] if backbone != "qwen2-vl" else []
+    parts += [f"--seed {seed}"] if seed else []
+    parts += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()]
+    return " ".join(parts)
+
+
+def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: int, label: str,
+             eval_only: bool = False, overrides: dict | None = None) -> int:
+    from .analyze import AnalysisInputs, run_analysis, write_analysis
     from .data.synth import generate
     from .report import write_report
-    from .train import Trainer
 
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else min(8, os.cpu_count() // 2))
     torch.set_num_threads(threads)
@@ -161,62 +332,45 @@ def run_demo(size: DemoSize, out: Path, backbone: str, seed: int, threads: int, 
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        print(f"[1/4] synthetic benchmark: {size.n_train} train / {size.n_test} test questions -> {data}", flush=True)
-        generate(data, n_train=size.n_train, n_test=size.n_test, seed=seed, fixed_options=True)
-        # The two trainings run side by side: No-CoT in a child process (log: <out>/nocot.log), IVT-LR here.
-        nocot_cfg = train_config(size, data, out / "nocot", backbone, True, seed)
-        nocot_cfg.run.progress = False
-        nocot_cfg.save(out / "nocot.yaml")
-        print(f"[2/4] No-CoT baseline: training a tiny {backbone} from scratch in the background (log: {out / 'nocot.log'})",
+        print(f"[1/5] synthetic benchmark: {recipe.n_train} train / {recipe.n_test} test questions -> {data}",
               flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        t0 = time.perf_counter()
-        with (out / "nocot.log").open("w") as log:
-            child = subprocess.Popen([sys.executable, "-m", "ivtlr.cli", "train", str(out / "nocot.yaml")],
-                                     stdout=log, stderr=subprocess.STDOUT, env=env)
-            print(f"[3/4] IVT-LR curriculum (stage 0 = CoT, stages 1-3 latent): training a tiny {backbone} from scratch",
-                  flush=True)
-            try:
-                Trainer(train_config(size, data, out / "ivtlr", backbone, False, seed)).run()
-            except BaseException:
-                child.kill()
-                raise
-            timings = {"ivtlr": time.perf_counter() - t0}
-            if child.wait() != 0:
-                tail = (out / "nocot.log").read_text()[-2000:]
-                raise RuntimeError(f"the No-CoT training failed (exit {child.returncode}):\n{tail}")
-            timings["nocot"] = time.perf_counter() - t0
-        torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
-    print("[4/4] evaluation on the test split", flush=True)
+        generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, **recipe.synth)
+        timings = train_all(recipe, data, out, backbone, seed, threads)
+    torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
+    print("[4/5] evaluation on the test split", flush=True)
     stages = stage_checkpoints(out / "ivtlr")
-    nocot = stage_checkpoints(out / "nocot")[0]
-    ev = Evaluator(data, size.n_test, batch_size=32)
-    last = stages[3]
-    ev.run(last, "IVT-LR (3 latent steps)", 3, 16)
-    ev.run(stages[0], "CoT (stage-0 model)", 0, 128)
-    ev.run(nocot, "No-CoT", 0, 16)
-    ev.run(last, "blind IVT-LR (gray image)", 3, 16, blind=True)
-    ev.run(stages[0], "blind CoT (gray image)", 0, 128, blind=True)
-    ev.run(last, "ablation: no latent text", 3, 16, latent_text=False)
-    ev.run(last, "ablation: no latent vision", 3, 16, latent_vision=False)
-    ev.run(last, "ablation: no latent part (n=0)", 0, 16)
-    for stage in (1, 2):  # these models still write their last 3 - stage steps: a CoT-sized budget
-        ev.run(stages[stage], f"stage {stage} ({stage} latent steps)", stage, 128)
-    for k in range(1, size.k):
-        ev.run(last, f"IVT-LR K={k}", 3, 16, k=k)
+    checkpoints = {"stage0": stage_checkpoints(out / "cot")[0], "final": stages[recipe.max_latent_stage],
+                   "nocot": stage_checkpoints(out / "nocot")[0],
+                   **{f"stage_{s}": p for s, p in stages.items()}}
+    if recipe.authors:
+        checkpoints["authors"] = stage_checkpoints(out / "authors")[recipe.max_latent_stage]
+    ev = Evaluator(checkpoints, data, recipe.n_test)
+    for row in demo_rows(recipe):
+        ev.run(row)
+    ev.results[f"stage_{recipe.max_latent_stage}"] = {**ev.results["ivtlr"], "key": f"stage_{recipe.max_latent_stage}"}
+    print("[5/5] diagnostics of the final model (ivtlr analyze)", flush=True)
+    final = ev.inference("final")
+    from .tasks import get_task
+
+    train = list(get_task("synth").load(str(data), "train"))[:1000]
+    analysis = run_analysis(AnalysisInputs(final, ev.examples, train, recipe.max_latent_stage,
+                                           cot=ev.inference("stage0")), progress=lambda m: print("  " + m, flush=True))
+    write_analysis(out / "analysis", analysis)
     wall = time.perf_counter() - t_start
     if eval_only:  # the training of the earlier run plus this evaluation
-        wall += max(timings.values())
-    chance = 100 * sum(1 / len(ex.choices) for ex in ev.examples) / len(ev.examples)
-    import platform
-
-    meta = {"label": label, "chance": chance,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}", "size": vars(size), "backbone": backbone, "seed": seed, "threads": threads,
-            "train_seconds": timings, "wall_seconds": wall, "evaluation_rerun": eval_only,
-            "command": "ivtlr demo" + (" --quick" if label == "quick" else "") +
-                       (f" --backbone {backbone}" if backbone != "qwen2-vl" else "") +
-                       (f" --latent-grad {size.latent_grad}" if size.latent_grad != "detach" else "")}
+        wall += timings["cot"] + timings.get("ivtlr", 0)
+    chance = sum(1 / len(ex.choices) for ex in ev.examples) / len(ev.examples)
+    kinds = sorted({ex.topic for ex in ev.examples})
+    meta = {
+        "label": label, "chance": chance,
+        "chance_by_kind": {k: sum(1 / len(e.choices) for e in ev.examples if e.topic == k)
+                           / sum(e.topic == k for e in ev.examples) for k in kinds},
+        "judge": final.task.judge_names[0], "seed": seed, "backbone": backbone, "threads": threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "recipe": dataclasses.asdict(recipe), "train_seconds": timings, "wall_seconds": wall,
+        "evaluation_rerun": eval_only, "command": command_line(label, backbone, seed, overrides or {}),
+    }
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": ev.results}, indent=2))
-    report = write_report(out, meta, ev.results, out / "ivtlr" / "metrics.jsonl", out / "nocot" / "metrics.jsonl")
+    report = write_report(out, meta, ev.results, analysis)
     print(f"done in {wall / 60:.1f} min: {report}", flush=True)
     return 0

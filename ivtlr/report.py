@@ -1,13 +1,23 @@
-"""The demo's report: Markdown tables and PNG plots from measured results (nothing here is typed in by hand)."""
+"""The demo's report: Markdown tables and PNG plots from measured results (nothing here is typed in by hand).
+
+``python -m ivtlr.report RUN_DIR [--publish-docs DOCS]`` rebuilds a report from a demo folder's results.json and
+analysis/analysis.json.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+ABLATIONS = ("no_latent_text", "no_latent_vision", "no_latent_part", "random_patches")
+
+
+def _acc(row: dict, judge: str) -> float:
+    return 100 * row["accuracy"][judge]
+
 
 def _loss_by_stage(metrics: Path) -> dict[int, tuple[float, float, int]]:
-    """stage -> (first loss, last loss, steps)."""
+    """stage -> (first loss, last loss, steps) of one run's metrics.jsonl."""
     out: dict[int, list[float]] = {}
     if metrics.is_file():
         for line in metrics.read_text().splitlines():
@@ -17,95 +27,163 @@ def _loss_by_stage(metrics: Path) -> dict[int, tuple[float, float, int]]:
     return {s: (v[0], v[-1], len(v)) for s, v in out.items()}
 
 
-def _plots(out: Path, results: list[dict]) -> list[str]:
+def stages(results: dict, n: int) -> list[tuple[int, dict]]:
+    """(stage, row) for stage 1..n, each with its own latents (stage n is the final IVT-LR model)."""
+    return [(s, results[f"stage_{s}"]) for s in range(1, n + 1) if f"stage_{s}" in results]
+
+
+def targets(results: dict, meta: dict) -> list[tuple[str, bool, str]]:
+    """The demo's targets (issue #9): (target, met, measured)."""
+    judge, chance = meta["judge"], 100 * meta["chance"]
+    r = results
+    acc = lambda key: _acc(r[key], judge)  # noqa: E731
+    out = [("CoT at least 70% overall", acc("cot") >= 70, f"{acc('cot'):.1f}")]
+    worst = min(((100 * r["cot"]["by_kind"][k] - 100 * c, k) for k, c in meta["chance_by_kind"].items()),
+                default=(float("nan"), "-"))
+    out.append(("CoT: no kind of question within 10 points of its chance", worst[0] >= 10,
+                "; ".join(f"{k} {100 * r['cot']['by_kind'][k]:.1f} (chance {100 * c:.1f})"
+                          for k, c in meta["chance_by_kind"].items())))
+    out.append(("IVT-LR at least CoT - 3", acc("ivtlr") >= acc("cot") - 3, f"{acc('ivtlr'):.1f} vs {acc('cot'):.1f}"))
+    out.append(("IVT-LR at least No-CoT + 10", acc("ivtlr") >= acc("nocot") + 10,
+                f"{acc('ivtlr'):.1f} vs {acc('nocot'):.1f}"))
+    for key in ABLATIONS:
+        out.append((f"{r[key]['name'].replace('ablation: ', '')}: at least 5 points below IVT-LR",
+                    acc(key) <= acc("ivtlr") - 5, f"{acc(key):.1f} vs {acc('ivtlr'):.1f}"))
+    per_stage = [acc(f"stage_{s}") for s, _ in stages(r, meta["recipe"]["max_latent_stage"])]
+    out.append(("per-stage accuracy not decreasing from stage 1 to the final stage",
+                all(b >= a for a, b in zip(per_stage, per_stage[1:])), " -> ".join(f"{a:.1f}" for a in per_stage)))
+    steps = r["ivtlr"]["ar_steps"] / r["cot"]["ar_steps"]
+    out.append(("IVT-LR AR steps at most 1/5 of CoT's", steps <= 0.2,
+                f"{r['ivtlr']['ar_steps']:.1f} vs {r['cot']['ar_steps']:.1f} ({steps:.2f}x)"))
+    tq = r["ivtlr"]["latency_s"] / r["cot"]["latency_s"]
+    out.append(("IVT-LR time per question at most 1/3 of CoT's (after a warm-up)", tq <= 1 / 3,
+                f"{1000 * r['ivtlr']['latency_s']:.1f} vs {1000 * r['cot']['latency_s']:.1f} ms ({tq:.2f}x)"))
+    for key in ("blind_ivtlr", "blind_cot"):
+        gap = acc(key) - chance
+        out.append((f"{r[key]['name']} within 5 points of chance ({chance:.1f})", abs(gap) <= 5,
+                    f"{acc(key):.1f} ({gap:+.1f})"))
+    return out
+
+
+def _plots(out: Path, results: dict, meta: dict) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = {r["name"]: r for r in results}
-    acc = lambda r: 100 * r["accuracy"]["official"]  # noqa: E731
+    judge, chance = meta["judge"], 100 * meta["chance"]
+    acc = lambda key: _acc(results[key], judge)  # noqa: E731
     files = []
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in ("IVT-LR (3 latent steps)", "CoT (stage-0 model)", "No-CoT", "ablation: no latent part (n=0)"):
-        if name in by:
-            ax.scatter(by[name]["ar_steps"], acc(by[name]), s=60)
-            ax.annotate(name, (by[name]["ar_steps"], acc(by[name])), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    def finish(fig, ax, name, title, ylabel="accuracy (%)", legend_loc=None):
+        ax.axhline(chance, color="gray", ls="--", lw=1, label=f"chance ({chance:.1f}%)")
+        ax.legend(fontsize=8, loc="upper right" if legend_loc is None else legend_loc)
+        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        files.append(name)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for key, marker in (("ivtlr", "o"), ("cot", "s"), ("nocot", "^"), ("no_latent_part", "v")):
+        ax.scatter(results[key]["ar_steps"], acc(key), s=70, marker=marker, label=results[key]["name"])
     ax.set_xlabel("autoregressive steps per question")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("accuracy vs autoregressive steps")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_steps.png", dpi=120)
-    files.append("accuracy_vs_steps.png")
-    plt.close(fig)
+    finish(fig, ax, "accuracy_vs_steps.png", "accuracy against autoregressive steps", legend_loc="center right")
 
-    stages = [("stage 0\n(CoT)", by.get("CoT (stage-0 model)"))] + [
-        (f"stage {s}", by.get(f"stage {s} ({s} latent steps)")) for s in (1, 2)] + [
-        ("stage 3", by.get("IVT-LR (3 latent steps)"))]
-    stages = [(n, r) for n, r in stages if r is not None]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar([n for n, _ in stages], [acc(r) for _, r in stages], color="#4878d0")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("accuracy per curriculum stage")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_per_stage.png", dpi=120)
-    files.append("accuracy_per_stage.png")
-    plt.close(fig)
+    n = meta["recipe"]["max_latent_stage"]
+    bars = [("stage 0\n(CoT)", acc("cot"))] + [(f"stage {s}", _acc(row, judge)) for s, row in stages(results, n)]
+    if "ivtlr_authors" in results:
+        bars.append((f"stage {n}\nauthors'", acc("ivtlr_authors")))
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.bar([b for b, _ in bars], [v for _, v in bars], color=["#4878d0"] * (len(bars) - ("ivtlr_authors" in results))
+           + ["#d65f5f"] * ("ivtlr_authors" in results))
+    finish(fig, ax, "accuracy_per_stage.png", "accuracy per curriculum stage (each with its own latents)")
 
-    names = ["IVT-LR (3 latent steps)", "ablation: no latent text", "ablation: no latent vision",
-             "ablation: no latent part (n=0)"]
-    rows = [(n.replace("ablation: ", ""), by[n]) for n in names if n in by]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.bar([n for n, _ in rows], [acc(r) for _, r in rows], color=["#4878d0"] + ["#ee854a"] * (len(rows) - 1))
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("ablations of the latent step")
+    keys = ["ivtlr", *ABLATIONS, "blind_ivtlr"]
+    names = ["IVT-LR", "no latent\ntext", "no latent\nvision", "no latent\npart", "random\npatches", "blind\n(gray)"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ax.bar(names, [acc(k) for k in keys], color=["#4878d0"] + ["#ee854a"] * (len(keys) - 1))
     ax.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "ablations.png", dpi=120)
-    files.append("ablations.png")
-    plt.close(fig)
+    finish(fig, ax, "ablations.png", "ablations of the latent steps")
     return files
 
 
-def targets(results: list[dict], chance: float) -> list[tuple[str, bool, str]]:
-    """The issue's targets for the demo: (target, met, measured)."""
-    by = {r["name"]: r for r in results}
-    acc = lambda n: 100 * by[n]["accuracy"]["official"]  # noqa: E731
-    ivtlr, cot, nocot = "IVT-LR (3 latent steps)", "CoT (stage-0 model)", "No-CoT"
-    out = []
-    for blind in ("blind IVT-LR (gray image)", "blind CoT (gray image)"):
-        gap = acc(blind) - chance
-        out.append((f"{blind} within 5 points of chance ({chance:.1f})", abs(gap) <= 5, f"{acc(blind):.1f} ({gap:+.1f})"))
-    out.append(("CoT >= No-CoT + 10", acc(cot) >= acc(nocot) + 10, f"CoT {acc(cot):.1f}, No-CoT {acc(nocot):.1f}"))
-    steps = by[ivtlr]["ar_steps"] / by[cot]["ar_steps"]
-    out.append(("IVT-LR AR steps <= 1/5 of CoT's", steps <= 0.2, f"{by[ivtlr]['ar_steps']:.1f} vs {by[cot]['ar_steps']:.1f} ({steps:.2f}x)"))
-    tq = by[ivtlr]["latency_s"] / by[cot]["latency_s"]
-    out.append(("IVT-LR time per question <= 1/4 of CoT's", tq <= 0.25,
-                f"{1000 * by[ivtlr]['latency_s']:.1f} vs {1000 * by[cot]['latency_s']:.1f} ms ({tq:.2f}x)"))
-    out.append(("IVT-LR >= No-CoT + 5", acc(ivtlr) >= acc(nocot) + 5, f"{acc(ivtlr):.1f} vs {acc(nocot):.1f}"))
-    out.append(("IVT-LR within 3 points of CoT or above", acc(ivtlr) >= acc(cot) - 3, f"{acc(ivtlr):.1f} vs {acc(cot):.1f}"))
-    for abl in ("ablation: no latent text", "ablation: no latent vision", "ablation: no latent part (n=0)"):
-        out.append((f"{abl} below IVT-LR", acc(abl) < acc(ivtlr), f"{acc(abl):.1f} vs {acc(ivtlr):.1f}"))
-    return out
+def _table(results: dict, judges: list[str], kinds: list[str], headline: str) -> list[str]:
+    head = ("| key | mode | " + " | ".join(f"accuracy ({j})" for j in judges) + " | "
+            + " | ".join(f"{k} ({headline})" for k in kinds) + " | AR steps | latency (ms/question) |")
+    lines = [head, "|" + "---|" * (len(judges) + len(kinds) + 4)]
+    for key, row in results.items():
+        if key.startswith("stage_") and row.get("name") == results.get("ivtlr", {}).get("name"):
+            continue  # the final stage is the IVT-LR row
+        accs = " | ".join(f"{_acc(row, j):.1f}" for j in judges)
+        per_kind = " | ".join(f"{100 * row['by_kind'].get(k, float('nan')):.1f}" for k in kinds)
+        lines.append(f"| `{key}` | {row['name']} | {accs} | {per_kind} | {row['ar_steps']:.1f} | "
+                     f"{1000 * row['latency_s']:.1f} |")
+    return lines
 
 
-def _standing(results: list[dict]) -> str:
-    """One paragraph, computed from the numbers: where IVT-LR wins and where it loses."""
-    by = {r["name"]: r for r in results}
-    acc = lambda n: 100 * by[n]["accuracy"]["official"]  # noqa: E731
-    iv, cot, nocot = by["IVT-LR (3 latent steps)"], by["CoT (stage-0 model)"], by["No-CoT"]
-    gap = acc(iv["name"]) - acc(cot["name"])
-    words = (f"IVT-LR is {abs(gap):.1f} points {'above' if gap >= 0 else 'below'} CoT on accuracy "
-             f"({acc(iv['name']):.1f} vs {acc(cot['name']):.1f}) and {acc(iv['name']) - acc(nocot['name']):+.1f} points "
-             f"against No-CoT ({acc(nocot['name']):.1f}), with {iv['ar_steps'] / cot['ar_steps']:.2f}x CoT's "
-             f"autoregressive steps and {iv['latency_s'] / cot['latency_s']:.2f}x its time per question.")
-    if gap < -3:
-        words += (" On this run IVT-LR loses to chain-of-thought: the tiny model did not learn to carry the hops "
-                  "through the latent steps in the epochs the CPU budget gives the latent stages (see the loss of "
-                  "stages 1-3 above); the per-stage rows show where accuracy was lost.")
-    return words
+def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = None) -> Path:
+    """Write ``out/report.md`` and the plots; returns the report's path."""
+    from .analyze import format_markdown
+
+    judges = list(next(iter(results.values()))["accuracy"])
+    judge = meta["judge"]
+    kinds = sorted(meta["chance_by_kind"])
+    recipe, t = meta["recipe"], meta["train_seconds"]
+    plots = _plots(out, results, meta)
+    trainings = ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in t.items())
+    lines = [
+        f"# IVT-LR demo report ({meta['label']})",
+        "",
+        f"Command: `{meta['command']}`"
+        + (" (its evaluation re-run on the same checkpoints with `--eval-only`)" if meta.get("evaluation_rerun") else "")
+        + f". Machine: {meta['machine']}. Backbone: tiny {meta['backbone']} trained from scratch (hidden "
+        f"{recipe['hidden']}, {recipe['layers']} layers); {recipe['n_train']} training and {recipe['n_test']} test "
+        f"questions of the synthetic benchmark ({', '.join(f'{k}={v}' for k, v in recipe['synth'].items())}; chance "
+        f"{100 * meta['chance']:.1f}%); K = {recipe['k']}; latent_grad {recipe['latent_grad']}, feedback_norm "
+        f"{recipe['feedback_norm']}"
+        + (" (the authors' exact latent semantics)" if (recipe['latent_grad'], recipe['feedback_norm'])
+           == ("detach", "none") else "")
+        + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 {recipe['cot_epochs']}, latent "
+        f"stages {'/'.join(map(str, recipe.get('stage_epochs') or [recipe['epochs_per_stage']]))}, lr "
+        f"{recipe['lr']} {recipe.get('schedule', 'cosine')}; seed {meta['seed']}; {meta['threads']} torch thread(s) per training; wall time "
+        f"{meta['wall_seconds'] / 60:.1f} min (trainings: {trainings}).",
+        "",
+        f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
+        "option letter the question has; `official` is M3CoT's own judge, which only knows A-F; `reference` is the "
+        "authors' lenient rule). AR steps = generated tokens per question. Latency = mean wall time per question "
+        "at batch size 1, timed after a warm-up. Row keys are those of results.json.",
+        "",
+        "## All modes",
+        "",
+        *_table(results, judges, kinds, judge),
+        "",
+        "## The targets, measured",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+        *[f"| {name} | {'yes' if ok else '**no**'} | {m} |" for name, ok, m in targets(results, meta)],
+        "",
+        "## Training loss per stage (first step -> last step)",
+        "",
+        "| run | stage | first loss | last loss | steps |",
+        "|---|---|---|---|---|",
+    ]
+    for run in ("cot", "ivtlr", "authors", "nocot"):
+        for stage, (first, last, n) in sorted(_loss_by_stage(out / run / "metrics.jsonl").items()):
+            lines.append(f"| {run} | {stage} | {first:.3f} | {last:.3f} | {n} |")
+    if analysis is not None:
+        lines += ["", "## Diagnostics of the final model (`ivtlr analyze`)", "", format_markdown(analysis)]
+        lines += [f"![{p}](analysis/{p})" for p in ("hit_rates.png", "probes.png", "interventions.png")
+                  if (out / "analysis" / p).is_file()]
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", f"Regenerate everything with `{meta['command']}`."]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,62 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     run = Path(args.run)
     saved = json.loads((run / "results.json").read_text())
-    path = write_report(run, saved["meta"], saved["results"], run / "ivtlr" / "metrics.jsonl",
-                        run / "nocot" / "metrics.jsonl")
+    analysis_file = run / "analysis" / "analysis.json"
+    analysis = json.loads(analysis_file.read_text()) if analysis_file.is_file() else None
+    path = write_report(run, saved["meta"], saved["results"], analysis)
     print(f"wrote {path}")
     if args.publish_docs:
         from .demo import publish
 
         publish(run, Path(args.publish_docs))
     return 0
-
-
-def write_report(out: Path, meta: dict, results: list[dict], ivtlr_metrics: Path, nocot_metrics: Path) -> Path:
-    """Write ``out/report.md`` and the plots; returns the report's path."""
-    from .evaluate import format_table
-
-    judges = list(results[0]["accuracy"])
-    chance = meta["chance"]
-    plots = _plots(out, results)
-    lines = [
-        f"# IVT-LR demo report ({meta['label']})",
-        "",
-        f"Command: `{meta['command']}`"
-        + (" (its evaluation re-run on the same checkpoints with `ivtlr demo --eval-only`)" if meta.get("evaluation_rerun") else "")
-        + f". Machine: {meta.get('machine', 'not recorded')}. Backbone: tiny {meta['backbone']} trained from scratch; "
-        f"{meta['size']['n_train']} training and {meta['size']['n_test']} test questions of the synthetic benchmark "
-        f"(chance {chance:.1f}%); K = {meta['size']['k']}; seed {meta['seed']}; "
-        f"{meta['threads']} torch thread(s); wall time {meta['wall_seconds'] / 60:.1f} min "
-        f"(training, side by side: IVT-LR {meta['train_seconds']['ivtlr'] / 60:.1f} min, No-CoT {meta['train_seconds']['nocot'] / 60:.1f} min).",
-        "",
-        "Accuracy is in %, by each judge (`official` = M3CoT's judge on the generated text, `reference` = the "
-        "authors' lenient rule). AR steps = generated tokens per question. Latency = mean wall time per question "
-        "at batch size 1; throughput at batch size 32.",
-        "",
-        "## All modes",
-        "",
-        format_table(results),
-        "",
-        "## The targets (issue #5), measured",
-        "",
-        "| target | met | measured |",
-        "|---|---|---|",
-        *[f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in targets(results, chance)],
-        "",
-        "## Training loss per stage (first step -> last step)",
-        "",
-        "| run | stage | first loss | last loss | steps |",
-        "|---|---|---|---|---|",
-    ]
-    for run, path in (("IVT-LR", ivtlr_metrics), ("No-CoT", nocot_metrics)):
-        for stage, (first, last, n) in sorted(_loss_by_stage(path).items()):
-            lines.append(f"| {run} | {stage} | {first:.3f} | {last:.3f} | {n} |")
-    lines += ["", "## Where IVT-LR stands", "", _standing(results), ""]
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", f"Judges reported: {', '.join(judges)}. Regenerate everything with `{meta['command']}`."]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 if __name__ == "__main__":

@@ -1,0 +1,325 @@
+"""``ivtlr experiments``: the measured experiments behind docs/latent-reasoning.md, each a short run of the
+package's own commands (``ivtlr data synth``, ``ivtlr train``, ``ivtlr eval``, ``ivtlr analyze``).
+
+    ivtlr experiments list                      # the experiments, the question each answers
+    ivtlr experiments run NAME [NAME ...]       # run them (two at a time on two cores); results cached
+    ivtlr experiments docs                      # rewrite docs/latent-reasoning.md from docs/experiments/*.json
+
+Two kinds of experiment:
+
+- stage 0 (chain-of-thought) from scratch on one benchmark design: validation every ``val_every`` steps traces
+  when each rationale step is learnt (exact match per written step), then the test accuracy per kind;
+- latent stages 1-3 fine-tuned from the final checkpoint of a stage-0 experiment (``latent_from``): accuracy
+  per stage on the test split (each stage with its own latents) and ``ivtlr analyze`` on the final model.
+
+Every run writes ``runs/experiments/<name>/`` (data, checkpoints, logs) and a summary
+``docs/experiments/<name>.json`` (figures plus the exact commands), which the docs page is rendered from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path("runs/experiments")
+DOCS = Path("docs/experiments")
+PAGE = Path("docs/latent-reasoning.md")
+
+#: the tiny model and optimiser every experiment starts from (the demo's sizes); experiments override keys
+BASE_TRAIN = {
+    "model.tiny_hidden": 128, "model.tiny_layers": 4, "model.tiny_heads": 4, "model.tiny_vocab": 600,
+    "model.tiny_tie_embeddings": True, "optim.lr": 1e-3, "optim.batch_size": 16, "optim.schedule": "constant",
+    "optim.warmup_steps": 50, "data.val_size": 100, "run.keep_last": 10, "latent.k": 1,
+}
+#: the demo's benchmark design (docs/latent-reasoning.md says how it was found)
+BASE_SYNTH = {"fixed_options": True, "step_style": "pairs", "palette": "wheel", "dot_style": "quadrant",
+              "kinds": "dot-colour"}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One measured run. ``train`` and ``synth`` are overrides of BASE_TRAIN and BASE_SYNTH."""
+
+    name: str
+    group: str
+    question: str
+    synth: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    latent_from: str | None = None
+    """A stage-0 experiment whose final checkpoint (and data) the latent stages start from."""
+    seed: int = 0
+    n_train: int = 5000
+    n_test: int = 300
+
+    @property
+    def is_latent(self) -> bool:
+        return self.latent_from is not None
+
+
+def _stage0(name, question, synth=None, epochs=4, **train):
+    return Experiment(name, "stage0", question, synth=synth or {},
+                      train={"curriculum.max_latent_stage": 0, "curriculum.cot_epochs": epochs,
+                             "run.val_every": 100, **train})
+
+
+#: the demo's latent recipe; latent experiments change one thing each
+LATENT = {"curriculum.first_stage": 1, "curriculum.max_latent_stage": 3, "curriculum.stage_epochs": [1, 1, 2],
+          "curriculum.stage_mix_prob": 0.5, "latent.latent_grad": "detach", "latent.feedback_norm": "none",
+          "data.val_size": 0}
+
+
+def _latent(name, question, base="s0-demo", **train):
+    return Experiment(name, "latent", question, latent_from=base, train={**LATENT, **train})
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    _stage0("s0-demo", "The demo's design: wheel colours, quadrant dots, 'pairs' steps, dot-colour only, tied "
+            "embeddings. When is each step learnt?"),
+    _stage0("s0-untied", "The same with an output head of its own (untied embeddings).",
+            **{"model.tiny_tie_embeddings": False}),
+    _stage0("s0-content-first", "Steps that open with the colour they read ('blue dot in the red cell') instead "
+            "of 'pairs' ('red blue, the red cell has a blue dot').", {"step_style": "content_first"}),
+    _stage0("s0-template", "The previous demo's wording: every step opens with 'The'.", {"step_style": "template"}),
+    _stage0("s0-classic", "The previous demo's board: classic palette, small centred dots.",
+            {"palette": "classic", "dot_style": "small"}),
+    _stage0("s0-all-kinds", "All three kinds (dot-colour, dot-count, dot-match), as the previous demo.",
+            {"kinds": "dot-colour,dot-count,dot-match"}),
+    _latent("lat-demo", "The demo's recipe: the authors' latent semantics (detached latents, raw states), stage "
+            "mixing 0.5, K=1, epochs 1/1/2."),
+    _latent("lat-authors", "The authors' schedule too: no stage mixing, one epoch per stage.",
+            **{"curriculum.stage_mix_prob": 0.0, "curriculum.stage_epochs": [1, 1, 1]}),
+    _latent("lat-full", "The recipe with the full gradient through the latent chain.",
+            **{"latent.latent_grad": "full"}),
+    _latent("lat-nomix", "The recipe without stage mixing.", **{"curriculum.stage_mix_prob": 0.0}),
+    _latent("lat-norm", "The recipe with fed-back states rescaled to the token embeddings' norm.",
+            **{"latent.feedback_norm": "embedding"}),
+    _latent("lat-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
+    _latent("lat-epochs111", "One epoch per latent stage (313 optimizer steps each).",
+            **{"curriculum.stage_epochs": [1, 1, 1]}),
+]}
+
+
+# ------------------------------------------------------------------------------------------------ running
+def _flags(overrides: dict) -> list[str]:
+    out = []
+    for key, value in overrides.items():
+        if isinstance(value, bool):
+            out.append(f"--{key}" if value else f"--no-{key}")
+        elif isinstance(value, (list, tuple)):
+            out += [f"--{key}", *map(str, value)]
+        else:
+            out += [f"--{key}", str(value)]
+    return out
+
+
+def data_command(exp: Experiment, out: Path) -> list[str]:
+    synth = {**BASE_SYNTH, **exp.synth}
+    flags = []
+    for key, value in synth.items():
+        flag = "--" + key.replace("_", "-")
+        flags += [flag] if value is True else [f"--no-{key.replace('_', '-')}"] if value is False else [flag, str(value)]
+    return ["ivtlr", "data", "synth", "--out", str(out), "--n-train", str(exp.n_train), "--n-test", str(exp.n_test),
+            "--seed", str(exp.seed), *flags]
+
+
+def commands(exp: Experiment) -> list[list[str]]:
+    """The shell commands of one experiment, in order (what its docs entry prints)."""
+    run = ROOT / exp.name
+    if exp.is_latent:
+        base = EXPERIMENTS[exp.latent_from]
+        data = ROOT / base.name / "data"
+        init = f"$(ivtlr experiments checkpoint {base.name} 0)"
+        cmds = [["ivtlr", "train", *_flags({**BASE_TRAIN, "data.source": str(data), "optim.seed": exp.seed,
+                                             **exp.train, "run.out_dir": str(run / "run")}), "--model.init_from", init]]
+        for s in (1, 2, 3):
+            ck = f"$(ivtlr experiments checkpoint {exp.name} {s})"
+            cmds.append(["ivtlr", "eval", "--checkpoint", ck, "--latents", str(s), "--max-new-tokens",
+                         "16" if s == 3 else "128", "--out", str(run / f"eval-stage{s}")])
+        cmds.append(["ivtlr", "analyze", "--checkpoint", f"$(ivtlr experiments checkpoint {exp.name} 3)",
+                     "--cot-checkpoint", init, "--out", str(run / "analysis")])
+        return cmds
+    data = run / "data"
+    return [data_command(exp, data),
+            ["ivtlr", "train", *_flags({**BASE_TRAIN, "data.source": str(data), "optim.seed": exp.seed, **exp.train,
+                                        "run.out_dir": str(run / "run")})],
+            ["ivtlr", "eval", "--checkpoint", f"$(ivtlr experiments checkpoint {exp.name} 0)", "--mode", "cot",
+             "--out", str(run / "eval-cot")]]
+
+
+def checkpoint(name: str, stage: int) -> Path:
+    """The stage-end checkpoint of an experiment's run."""
+    from .demo import stage_checkpoints
+
+    found = stage_checkpoints(ROOT / name / "run")
+    if stage not in found:
+        raise SystemExit(f"experiment {name!r} has no stage-{stage} checkpoint in {ROOT / name / 'run'} (run it first)")
+    return found[stage]
+
+
+def _shell(cmd: list[str]) -> str:
+    return " ".join(c if c.startswith("$(") else shlex.quote(c) for c in cmd)
+
+
+def run_experiment(exp: Experiment, threads: int = 1) -> dict:
+    """Run one experiment's commands (skipping finished ones) and write its summary JSON."""
+    run = ROOT / exp.name
+    if exp.is_latent and not (ROOT / exp.latent_from / "done").is_file():
+        raise SystemExit(f"{exp.name}: run its stage-0 experiment {exp.latent_from!r} first")
+    run.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    with (run / "log.txt").open("a") as log:
+        for cmd in commands(exp):
+            out_flag = next((cmd[i + 1] for i, c in enumerate(cmd) if c in ("--out", "--run.out_dir")), None)
+            if out_flag and Path(out_flag).exists() and (cmd[1] != "train" or (run / "trained").is_file()):
+                continue  # finished earlier
+            line = _shell(cmd)
+            log.write(f"$ {line}\n")
+            log.flush()
+            done = subprocess.run(["bash", "-c", line], stdout=log, stderr=subprocess.STDOUT, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(f"{exp.name}: `{line}` failed (exit {done.returncode}); see {run / 'log.txt'}")
+            if cmd[1] == "train":
+                (run / "trained").write_text("")
+    summary = summarise(exp)
+    summary["wall_seconds"] = time.perf_counter() - t0
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / f"{exp.name}.json").write_text(json.dumps(summary, indent=2))
+    (run / "done").write_text("")
+    return summary
+
+
+def _eval_summary(folder: Path) -> dict:
+    s = json.loads((folder / "summary.json").read_text())
+    judge = next(iter(s["accuracy"]))
+    return {"accuracy": s["accuracy"][judge], "judge": judge, "ar_steps": s["ar_steps"],
+            "by_kind": {k.split("/")[-1]: v[judge]["accuracy"] for k, v in s["report"]["groups"].get("topic", {}).items()}}
+
+
+def summarise(exp: Experiment) -> dict:
+    """The figures of a finished experiment (from its metrics.jsonl, eval summaries and analysis)."""
+    run = ROOT / exp.name
+    rows = [json.loads(line) for line in (run / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in rows if "loss" in r]
+    out = {"name": exp.name, "group": exp.group, "question": exp.question, "commands": [_shell(c) for c in commands(exp)],
+           "steps": len(losses), "final_loss": sum(r["loss"] for r in losses[-50:]) / max(1, len(losses[-50:]))}
+    if exp.is_latent:
+        out["stages"] = {str(s): _eval_summary(run / f"eval-stage{s}") for s in (1, 2, 3)}
+        out["loss_by_stage"] = {str(s): [r["loss"] for r in losses if r["stage"] == s][-1] for s in (1, 2, 3)}
+        analysis = json.loads((run / "analysis" / "analysis.json").read_text())
+        out["analysis"] = {k: analysis[k] for k in ("accuracy", "hit_rates", "interventions", "scales", "probes")
+                           if k in analysis}
+    else:
+        out["curve"] = [{"step": r["step"], "accuracy": r["val_accuracy"], "step_match": r.get("val_step_match", [])}
+                        for r in rows if "val_accuracy" in r]
+        out["cot"] = _eval_summary(run / "eval-cot")
+        out["learnt_at"] = learnt_at(out["curve"])
+    return out
+
+
+def learnt_at(curve: list[dict], level: float = 0.9) -> list[int | None]:
+    """Per rationale step, the first validation step at which its exact match reached ``level``."""
+    n = max((len(c["step_match"]) for c in curve), default=0)
+    return [next((c["step"] for c in curve if len(c["step_match"]) > j and c["step_match"][j] >= level), None)
+            for j in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------ docs page
+_BEGIN, _END = "<!-- experiments:begin -->", "<!-- experiments:end -->"
+
+
+def render_tables(summaries: list[dict]) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    parts = []
+    stage0 = [s for s in summaries if s["group"] == "stage0"]
+    if stage0:
+        parts += ["### Stage 0: when each rationale step is learnt", "",
+                  "Validation exact match of each written step reaches 90% at optimizer step (- = never); then the "
+                  "test accuracy of the final stage-0 model, overall and per kind.", "",
+                  "| experiment | question | step 1 | step 2 | step 3 | CoT accuracy | per kind | steps |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in stage0:
+            la = s["learnt_at"] + [None] * (3 - len(s["learnt_at"]))
+            kinds = ", ".join(f"{k} {pct(v)}" for k, v in sorted(s["cot"]["by_kind"].items()))
+            parts.append(f"| `{s['name']}` | {s['question']} | " + " | ".join("-" if v is None else str(v) for v in la[:3])
+                         + f" | {pct(s['cot']['accuracy'])} | {kinds} | {s['steps']} |")
+        parts.append("")
+    latent = [s for s in summaries if s["group"] == "latent"]
+    if latent:
+        parts += ["### Latent stages from a shared stage-0 checkpoint", "",
+                  "Test accuracy of each stage's model with its own latents; hit rate of latent step t on the cell "
+                  "rationale step t reads; accuracy with every fed-back state zeroed / latent vision random.", "",
+                  "| experiment | question | stage 1 | stage 2 | stage 3 | hit rate step 1 / 2 / 3 | h zeroed | "
+                  "random patches |", "|---|---|---|---|---|---|---|---|"]
+        for s in latent:
+            a = s.get("analysis", {})
+            hr = a.get("hit_rates", {}).get("by_step", [])
+            hits = " / ".join(pct(hr[t][t]) for t in range(min(3, len(hr)))) if hr else "-"
+            iv = a.get("interventions", {})
+            parts.append(f"| `{s['name']}` | {s['question']} | " + " | ".join(pct(s["stages"][k]["accuracy"])
+                         for k in ("1", "2", "3")) + f" | {hits} | {pct(iv.get('h_zero', {}).get('all'))} | "
+                         f"{pct(iv.get('vision_random', {}).get('all'))} |")
+        parts.append("")
+    parts += ["### Commands", ""]
+    for s in summaries:
+        parts += [f"`{s['name']}` ({s['steps']} optimizer steps, {s.get('wall_seconds', 0) / 60:.0f} min):", "",
+                  "```bash", *s["commands"], "```", ""]
+    return "\n".join(parts)
+
+
+def write_docs(page: Path = PAGE) -> Path:
+    summaries = [json.loads((DOCS / f"{name}.json").read_text()) for name in EXPERIMENTS
+                 if (DOCS / f"{name}.json").is_file()]
+    text = page.read_text()
+    if _BEGIN not in text or _END not in text:
+        raise SystemExit(f"{page} lacks the markers {_BEGIN} ... {_END}")
+    head, rest = text.split(_BEGIN, 1)
+    page.write_text(f"{head}{_BEGIN}\n{render_tables(summaries)}\n{_END}{rest.split(_END, 1)[1]}")
+    return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ivtlr experiments", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list")
+    r = sub.add_parser("run")
+    r.add_argument("names", nargs="+")
+    r.add_argument("--jobs", type=int, default=2, help="experiments at a time (one core each)")
+    c = sub.add_parser("checkpoint", help="print the stage-end checkpoint of an experiment")
+    c.add_argument("name")
+    c.add_argument("stage", type=int)
+    sub.add_parser("docs")
+    args = p.parse_args(argv)
+    if args.cmd == "list":
+        for e in EXPERIMENTS.values():
+            print(f"{e.name:<24} {e.group:<7} {e.question}")
+        return 0
+    if args.cmd == "checkpoint":
+        print(checkpoint(args.name, args.stage))
+        return 0
+    if args.cmd == "docs":
+        print(f"wrote {write_docs()}")
+        return 0
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        p.error(f"unknown experiments {unknown}; see `ivtlr experiments list`")
+    exps = [EXPERIMENTS[n] for n in args.names]
+    stage0 = [e for e in exps if not e.is_latent]
+    latent = [e for e in exps if e.is_latent]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for batch in (stage0, latent):  # a latent experiment needs its stage-0 experiment finished
+            for summary in pool.map(run_experiment, batch):
+                print(f"{summary['name']}: done ({summary['steps']} steps)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""`ivtlr experiments`: every experiment's commands are valid `ivtlr` invocations, latent experiments start from a
+stage-0 experiment, and the docs page renders from summaries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ivtlr import experiments as ex
+
+
+def test_every_experiment_has_a_known_base_and_valid_flags():
+    import argparse
+
+    from ivtlr.config import TrainConfig
+    from ivtlr.cliargs import add_dataclass_flags
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("config", nargs="?")
+    base = TrainConfig()
+    for section in TrainConfig.SECTIONS:
+        add_dataclass_flags(parser, type(getattr(base, section)), prefix=section)
+    for e in ex.EXPERIMENTS.values():
+        if e.is_latent:
+            assert e.latent_from in ex.EXPERIMENTS and not ex.EXPERIMENTS[e.latent_from].is_latent
+        cmds = ex.commands(e)
+        train = next(c for c in cmds if c[1] == "train")
+        args = [a if not a.startswith("$(") else "x" for a in train[2:]]
+        parser.parse_args(args)  # every override is a real flag with a valid value
+        if not e.is_latent:
+            assert cmds[0][:3] == ["ivtlr", "data", "synth"]
+
+
+def test_learnt_at_and_docs_render(tmp_path, monkeypatch):
+    curve = [{"step": 100, "accuracy": 0.1, "step_match": [0.5, 0.0, 0.0]},
+             {"step": 200, "accuracy": 0.5, "step_match": [0.95, 0.2, 0.1]},
+             {"step": 300, "accuracy": 0.9, "step_match": [1.0, 0.92, 0.91]}]
+    assert ex.learnt_at(curve) == [200, 300, 300]
+    name = next(iter(ex.EXPERIMENTS))
+    summary = {"name": name, "group": "stage0", "question": "q", "commands": ["ivtlr train x"], "steps": 300,
+               "final_loss": 0.1, "curve": curve, "learnt_at": [200, 300, 300], "wall_seconds": 60,
+               "cot": {"accuracy": 0.9, "judge": "official_az", "ar_steps": 40, "by_kind": {"dot-colour": 0.9}}}
+    docs = tmp_path / "experiments"
+    docs.mkdir()
+    (docs / f"{name}.json").write_text(json.dumps(summary))
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- experiments:begin -->\nold\n<!-- experiments:end -->\noutro\n")
+    monkeypatch.setattr(ex, "DOCS", docs)
+    ex.write_docs(page)
+    text = page.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert f"| `{name}` | q | 200 | 300 | 300 | 90.0 |" in text and "ivtlr train x" in text
+
+
+def test_unknown_experiment_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        ex.main(["run", "no-such-experiment"])
