@@ -71,7 +71,7 @@ def _stage0(name, question, synth=None, epochs=4, **train):
 
 
 #: the demo's latent recipe; latent experiments change one thing each
-LATENT = {"curriculum.first_stage": 1, "curriculum.max_latent_stage": 3, "curriculum.stage_epochs": [1, 1, 2],
+LATENT = {"curriculum.first_stage": 1, "curriculum.max_latent_stage": 3, "curriculum.stage_epochs": [1, 1, 3],
           "curriculum.stage_mix_prob": 0.5, "latent.latent_grad": "detach", "latent.feedback_norm": "none",
           "data.val_size": 0}
 
@@ -93,7 +93,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _stage0("s0-all-kinds", "All three kinds (dot-colour, dot-count, dot-match), as the previous demo.",
             {"kinds": "dot-colour,dot-count,dot-match"}),
     _latent("lat-demo", "The demo's recipe: the authors' latent semantics (detached latents, raw states), stage "
-            "mixing 0.5, K=1, epochs 1/1/2."),
+            "mixing 0.5, K=1, epochs 1/1/3."),
     _latent("lat-authors", "The authors' schedule too: no stage mixing, one epoch per stage.",
             **{"curriculum.stage_mix_prob": 0.0, "curriculum.stage_epochs": [1, 1, 1]}),
     _latent("lat-full", "The recipe with the full gradient through the latent chain.",
