@@ -317,6 +317,14 @@ def plot(result: dict, out: Path) -> list[str]:
     files = []
     n = result["n_latents"]
     steps = list(range(1, n + 1))
+
+    def save(fig, ax, name, **legend):
+        ax.legend(**{"fontsize": 8, **legend})
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        files.append(name)
+
     if "hit_rates" in result:
         hr = result["hit_rates"]
         fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -328,11 +336,7 @@ def plot(result: dict, out: Path) -> list[str]:
         ax.plot(steps, [100 * c for c in hr["chance"]], "k--", label="chance")
         ax.set(xlabel="latent step", ylabel="% of questions selected", title="what each latent step selects",
                xticks=steps, ylim=(0, 105))
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "hit_rates.png", dpi=120)
-        plt.close(fig)
-        files.append("hit_rates.png")
+        save(fig, ax, "hit_rates.png")
     if "probes" in result:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for name, per in result["probes"].items():
@@ -341,11 +345,7 @@ def plot(result: dict, out: Path) -> list[str]:
                 label="majority (answer)")
         ax.set(xlabel="fed-back state h_t", ylabel="probe test accuracy (%)", title="what each h_t encodes",
                xticks=steps, ylim=(0, 105))
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "probes.png", dpi=120)
-        plt.close(fig)
-        files.append("probes.png")
+        save(fig, ax, "probes.png")
     if "interventions" in result:
         fig, ax = plt.subplots(figsize=(7, 3.8))
         names = list(result["interventions"])
@@ -358,11 +358,7 @@ def plot(result: dict, out: Path) -> list[str]:
         ax.axhline(100 * result["accuracy"], color="k", ls="--", label="no intervention")
         ax.set_xticks(range(len(names)), [m.replace("_", "\n") for m in names], fontsize=8)
         ax.set(ylabel="accuracy (%)", title="causal interventions on the latent steps", ylim=(0, 105))
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(out / "interventions.png", dpi=120)
-        plt.close(fig)
-        files.append("interventions.png")
+        save(fig, ax, "interventions.png", fontsize=7, ncol=2)
     return files
 
 
