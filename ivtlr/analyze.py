@@ -28,7 +28,10 @@ from pathlib import Path
 
 import torch
 
+from .batching import collate
+from .curriculum import encode_example, inference_sample
 from .engine import Intervention
+from .evaluate import predict, score_predictions, step_exact_match
 
 #: name -> the intervention (applied per latent step and at all steps)
 INTERVENTIONS: dict[str, Intervention] = {
@@ -167,22 +170,16 @@ class AnalysisInputs:
 
 
 def _encode(inf, examples):
-    from .curriculum import encode_example
-
     return [encode_example(inf.task, inf.encoder, ex, inf.tokens.image) for ex in examples]
 
 
 def _accuracy(inf, examples, records) -> float:
-    from .evaluate import score_predictions
-
     report = score_predictions(inf.task, {ex.id: ex for ex in examples}, records, judge=None)
     return report.overall[report.judges[0]].accuracy
 
 
 def cot_step_match(cot, examples, batch_size: int, max_new_tokens: int) -> dict:
     """The chain-of-thought model's written steps against the gold steps: exact match per step, and accuracy."""
-    from .evaluate import predict, step_exact_match
-
     records = predict(cot.engine, cot.encoder, _encode(cot, examples), 0, max_new_tokens, batch_size)
     return {"exact_match": step_exact_match(cot.task, {ex.id: ex for ex in examples}, records),
             "accuracy": _accuracy(cot, examples, records)}
@@ -190,9 +187,6 @@ def cot_step_match(cot, examples, batch_size: int, max_new_tokens: int) -> dict:
 
 def scales(inf, encoded, records) -> dict:
     """Mean norms: raw fed-back states per step, the states as fed back, token embeddings, image embeddings."""
-    from .batching import collate
-    from .curriculum import inference_sample
-
     bb = inf.engine.backbone
     states = torch.stack([r.states for r in records]) if records and records[0].states is not None else None
     raw = states.norm(dim=-1).mean(0).tolist() if states is not None else []
@@ -215,8 +209,6 @@ def scales(inf, encoded, records) -> dict:
 
 def run_analysis(inputs: AnalysisInputs, progress=print) -> dict:
     """Every measure of the module docstring. Returns a JSON-ready dict."""
-    from .evaluate import predict
-
     inf, n = inputs.inference, inputs.n_latents
     task = inf.task
     test_enc, train_enc = _encode(inf, inputs.test), _encode(inf, inputs.train)
@@ -372,45 +364,3 @@ def write_analysis(out: str | Path, result: dict) -> Path:
     md.write_text("# Latent-step diagnostics\n\n" + format_markdown(result) + "\n"
                   + "".join(f"![{f}]({f})\n" for f in files))
     return md
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``ivtlr analyze --checkpoint PATH [--task synth] [--data DIR] --out DIR``."""
-    from .demo import stage_checkpoints
-    from .inference import load_inference
-
-    p = argparse.ArgumentParser(prog="ivtlr analyze", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder (or an authors' .pth with --base)")
-    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path)")
-    p.add_argument("--task", choices=["synth", "m3cot", "scienceqa"], help="default: the run's task")
-    p.add_argument("--data", help="dataset (default: the run's)")
-    p.add_argument("--latents", type=int, help="latent steps (default: the run's last stage)")
-    p.add_argument("--cot-checkpoint", help="the chain-of-thought model for the per-step exact match (default: "
-                   "the stage-0 checkpoint of the same run, if there is one)")
-    p.add_argument("--n-test", type=int, default=300, help="test questions (default: 300)")
-    p.add_argument("--n-train", type=int, default=1000, help="train questions the probes are fit on (default: 1000)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=16, help="generation budget (a model with explicit steps "
-                   "left needs a chain-of-thought-sized one, e.g. 128)")
-    p.add_argument("--out", required=True, help="output folder (analysis.json, analysis.md, PNG plots)")
-    args = p.parse_args(argv)
-    for name in ("n_test", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    inf = load_inference(args.checkpoint, args.base, task=args.task)
-    source = args.data or inf.config.data.source
-    test = list(inf.task.load(source, "test", on_error=inf.config.data.on_error))[: args.n_test]
-    train = list(inf.task.load(source, "train", on_error=inf.config.data.on_error))[: args.n_train] if args.n_train else []
-    n = args.latents if args.latents is not None else inf.config.curriculum.max_latent_stage
-    cot_path = args.cot_checkpoint
-    run_dir = Path(args.checkpoint).parent.parent
-    if cot_path is None and (run_dir / "checkpoints").is_dir():
-        cot_path = stage_checkpoints(run_dir).get(0)
-    cot = load_inference(cot_path, task=args.task) if cot_path else None
-    result = run_analysis(AnalysisInputs(inf, test, train, n, cot, batch_size=args.batch_size,
-                                         max_new_tokens=args.max_new_tokens))
-    result["checkpoint"], result["cot_checkpoint"] = str(args.checkpoint), str(cot_path) if cot_path else None
-    md = write_analysis(args.out, result)
-    print(format_markdown(result))
-    print(f"wrote {md} and analysis.json")
-    return 0

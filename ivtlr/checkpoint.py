@@ -6,7 +6,7 @@ Layout of ``<out_dir>/checkpoints/step-000120/``::
     model/              full weights (safetensors, a tiny model) or a PEFT LoRA adapter (pretrained models)
     tokenizer/          the tokenizer with the latent tokens
     trainer_state.pt    step, epoch, batch position, stage, optimizer, scheduler, RNG states
-    meta.json           step, stage, tag (e.g. "stage-1-end") and the model kind
+    meta.json           step, stage, tag (e.g. "stage-1-end"), the model kind and its dtype
 
 A checkpoint is written into ``.tmp-step-000120`` and renamed when complete: a crash never leaves a
 half-written checkpoint that ``--resume`` would pick.
@@ -73,8 +73,9 @@ def save_checkpoint(out_dir, step: int, model, tokenizer, config, trainer_state:
     tokenizer.save_pretrained(tmp / "tokenizer")
     config.save(tmp / "config.yaml")
     torch.save(trainer_state, tmp / "trainer_state.pt")
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")  # a LoRA base is rebuilt in it
     (tmp / "meta.json").write_text(json.dumps({"step": step, "tag": tag, "stage": trainer_state.get("stage"),
-                                               "kind": "lora" if is_peft else "full"}))
+                                               "kind": "lora" if is_peft else "full", "dtype": dtype}))
     if final.exists():  # a re-run of the same step after a resume: replace
         shutil.rmtree(final)
     tmp.rename(final)
@@ -83,6 +84,16 @@ def save_checkpoint(out_dir, step: int, model, tokenizer, config, trainer_state:
     for old in removable:
         shutil.rmtree(old)
     return final
+
+
+def stage_checkpoints(run: str | Path) -> dict[int, Path]:
+    """stage -> the checkpoint saved at that stage's end, for one run folder."""
+    out = {}
+    for path in list_checkpoints(run):
+        tag = read_meta(path)["tag"]
+        if tag.startswith("stage-") and tag.endswith("-end"):
+            out[int(tag.split("-")[1])] = path
+    return out
 
 
 def read_meta(path: str | Path) -> dict:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .backbones import family_of_model_type
+
 # 4.51 -> 5.x renames per model type, applied after the wrapper prefixes are stripped. Patterns are anchored
 # on the PEFT prefix (``base_model.model.``) or nothing (a checkpoint saved without LoRA).
 _RENAMES: dict[str, list[tuple[str, str]]] = {
@@ -120,25 +122,6 @@ def _check_keys(own: dict, sd: dict, path, model_type: str) -> None:
 
 
 # --------------------------------------------------------------------------------------- whole models
-AUTHORS_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def language_model_lora_pattern(targets=AUTHORS_LORA_TARGETS) -> str:
-    """A PEFT ``target_modules`` regex matching the projections of the language model's layers only.
-
-    Given as bare names, Qwen2.5-VL's vision MLP (``gate_proj/up_proj/down_proj``) would be wrapped too.
-    """
-    return r"(?:.*\.)?(?:language_model\.layers|model\.layers)\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(targets) + ")"
-
-
-def lora_config(r: int = 64, alpha: float = 16, dropout: float = 0.05, targets=AUTHORS_LORA_TARGETS):
-    """The authors' LoRA set-up (r 64, alpha 16, dropout 0.05, language-model projections only)."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                      target_modules=language_model_lora_pattern(targets), task_type="CAUSAL_LM")
-
-
 def load_authors_checkpoint(
     checkpoint: str | Path,
     config_source: str | Path,
@@ -182,7 +165,7 @@ def load_authors_checkpoint(
     if rank is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora_config(rank, lora_alpha, lora_dropout))
+        model = get_peft_model(model, family_of_model_type(model_type).lora_config(rank, lora_alpha, lora_dropout))
     own = model.state_dict()
     _check_keys(own, sd, checkpoint, model_type)
     model.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)

@@ -14,13 +14,14 @@ from typing import Literal
 
 import yaml
 
+from .backbones import family
 from .engine import LatentConfig
 
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["qwen2-vl", "qwen2.5-vl", "chameleon"] = "qwen2-vl"
-    """Model family (its adapter in ivtlr/backbones)."""
+    backbone: str = "qwen2-vl"
+    """Model family, a name of the ivtlr.backbones registry: qwen2-vl, qwen2.5-vl or chameleon."""
     name_or_path: str | None = None
     """Hub id or local folder of a pretrained model (e.g. Qwen/Qwen2-VL-7B-Instruct). None: a tiny model built
     from scratch (the CPU demo and tests), with a tokenizer trained on the task's text."""
@@ -56,6 +57,7 @@ class ModelConfig:
     latent stages (curriculum.first_stage 1) fine-tuned from a shared stage-0 chain-of-thought checkpoint."""
 
     def __post_init__(self):
+        family(self.backbone)  # raises ValueError naming the registered families
         for name in ("tiny_hidden", "tiny_layers", "tiny_heads", "lora_r", "tiny_vocab"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1")

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from .batching import collate
-from .curriculum import EncodedExample, inference_sample
+from .curriculum import EncodedExample, encode_example, inference_sample
 from .engine import LatentEngine
+from .tasks.base import ANSWER_PREFIX
 
 
 @dataclass
@@ -67,8 +68,6 @@ def predict(
 def written_steps(output: str) -> list[str]:
     """The reasoning steps of a generated text: its lines before the answer line (each step is trained as
     ``step + "\n"``, see ``ivtlr.tasks.base.step_target``)."""
-    from .tasks.base import ANSWER_PREFIX
-
     lines = [line.strip() for line in output.split("\n")]
     return [line for line in lines if line and not line.startswith(ANSWER_PREFIX.split(",")[0])]
 
@@ -127,8 +126,6 @@ def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_toke
     throughput come from the batched run over all questions (batched == one-by-one outputs). ``intervention``
     (``ivtlr.engine.Intervention``) applies to every run.
     """
-    from .curriculum import encode_example
-
     tokens = engine.backbone.tokens
     encoded = [encode_example(task, encoder, ex, tokens.image) for ex in examples]
     run = lambda enc, bs, **kw: predict(engine, encoder, enc, n_latents, max_new_tokens, bs,  # noqa: E731
@@ -178,58 +175,3 @@ def format_table(summaries: list[dict]) -> str:
         accs = " | ".join(f"{100 * s['accuracy'][j]:.1f}" for j in judges)
         lines.append(f"| {s['name']} | {accs} | {s['ar_steps']:.1f} | {s['latency_s']:.4f} | {s['throughput_q_per_s']:.1f} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``ivtlr eval --checkpoint PATH --task NAME [--data PATH] [--mode ...]``."""
-    import argparse
-    from pathlib import Path
-
-    from .cliargs import add_dataclass_flags, dataclass_from_args
-    from .engine import LatentConfig
-    from .loading import load_model
-    from .setup import prompt_encoder, token_ids
-    from .backbones import backbone_for
-    from .tasks import get_task
-
-    p = argparse.ArgumentParser(prog="ivtlr eval", description="Evaluate a checkpoint on a benchmark.")
-    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
-    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path) for config and tokenizer")
-    p.add_argument("--task", choices=["synth", "m3cot", "scienceqa"], default=None, help="default: the run's task")
-    p.add_argument("--data", help="dataset (hub id or local path); default: the run's")
-    p.add_argument("--split", default="test")
-    p.add_argument("--mode", choices=sorted(MODES), default="ivtlr")
-    p.add_argument("--latents", type=int, help="latent steps for --mode ivtlr (default: the run's last stage)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--limit", type=int, help="first N questions only")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--blind", action="store_true", help="replace every image by a gray image (blind baseline)")
-    p.add_argument("--prompt-style", choices=["aligned", "reference"])
-    p.add_argument("--out", required=True, help="a new (or empty) output folder")
-    add_dataclass_flags(p, LatentConfig, prefix="latent")
-    args = p.parse_args(argv)
-
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"ivtlr eval: {out} is not empty; results are never appended to an old folder")
-    model, tokenizer, cfg = load_model(args.checkpoint, args.base)
-    task = get_task(args.task or cfg.data.task, prompt_style=args.prompt_style or cfg.data.prompt_style)
-    examples = list(task.load(args.data or cfg.data.source, args.split, on_error=cfg.data.on_error))
-    examples = examples[: args.limit] if args.limit else examples
-    if args.blind:
-        examples = [blind(ex) for ex in examples]
-    latent_cfg = dataclass_from_args(args, LatentConfig, "latent", cfg.latent)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    engine = LatentEngine(backbone_for(model, token_ids(tokenizer, cfg.model.backbone)), latent_cfg)
-    encoder = prompt_encoder(cfg.model.backbone, tokenizer, cfg.model.image_size)
-    default_n, default_budget = MODES[args.mode]
-    n = default_n if default_n is not None else (args.latents if args.latents is not None else cfg.curriculum.max_latent_stage)
-    result = run_eval(engine, encoder, task, examples, n, args.max_new_tokens or default_budget, args.batch_size,
-                      name=args.mode + (" (blind)" if args.blind else ""))
-    out.mkdir(parents=True, exist_ok=True)
-    write_outputs(out, task, examples, result)
-    print(format_table([result.summary]))
-    print(result.report.format())
-    print(f"wrote {out}/predictions.jsonl, summary.json, table.md")
-    return 0

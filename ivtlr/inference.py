@@ -1,8 +1,9 @@
-"""Everything inference needs, built once from a checkpoint: the engine, the prompt encoder, the task, the config.
+"""The one inference path: everything answering needs, built once from a checkpoint.
 
-``load_inference(path)`` takes an ivtlr run checkpoint (or an authors' ``.pth`` with ``base``) and wires
-``load_model`` -> token ids -> backbone -> ``LatentEngine`` -> prompt encoder in one place, so that evaluation,
-inference, the demo and the analysis cannot wire them differently.
+``load_inference(path)`` takes an ivtlr checkpoint folder, or an authors' ``.pth`` with ``base`` (a hub id or a
+local path), and wires model -> token ids -> backbone -> ``LatentEngine`` -> prompt encoder -> task in one place,
+so that ``eval``, ``infer``, ``analyze`` and the demo cannot wire them differently. The backbone family comes from
+the model's own ``config.model_type``; device and dtype from ``ivtlr.placement``.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from .backbones import backbone_for
+from .backbones import Backbone
 from .config import TrainConfig
 from .engine import LatentConfig, LatentEngine
+from .models import load_model
+from .placement import Placement
+from .tasks import get_task
 
 
 @dataclass
@@ -28,6 +33,8 @@ class Inference:
     config: TrainConfig
     tokenizer: object
     path: Path
+    family: type[Backbone]
+    placement: Placement
 
     @property
     def tokens(self):
@@ -41,25 +48,22 @@ class Inference:
 
 def load_inference(path: str | Path, base: str | None = None, task: str | None = None,
                    prompt_style: str | None = None, latent: LatentConfig | None = None,
-                   device: torch.device | str | None = None) -> Inference:
+                   device: torch.device | str | None = None, dtype: str = "auto",
+                   log: Callable[[str], None] = lambda m: None) -> Inference:
     """Load ``path`` for inference.
 
     Args:
         path: an ivtlr checkpoint folder, or an authors' checkpoint file (then ``base`` names the base model).
         task, prompt_style: override the run's task and prompt style.
         latent: the latent options (default: the run's).
-        device: where to put the model (default: CUDA if available, else the CPU).
+        device, dtype: as ``ivtlr.placement.place`` (default: its policy).
+        log: receives one line naming the backbone, the device, the dtype and why.
     Raises:
-        FileNotFoundError / ValueError naming the path for a missing or unreadable checkpoint.
+        FileNotFoundError / ValueError naming the path for a missing, unreadable or mismatched checkpoint.
     """
-    from .loading import load_model
-    from .setup import prompt_encoder, token_ids
-    from .tasks import get_task
-
-    model, tokenizer, cfg = load_model(path, base)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    engine = LatentEngine(backbone_for(model, token_ids(tokenizer, cfg.model.backbone)), latent or cfg.latent)
-    encoder = prompt_encoder(cfg.model.backbone, tokenizer, cfg.model.image_size)
+    loaded = load_model(path, base, dtype=dtype, device=device, log=log)
+    fam, cfg = loaded.family, loaded.config
+    engine = LatentEngine(fam(loaded.model, fam.token_ids(loaded.tokenizer)), latent or cfg.latent)
+    encoder = fam.prompt_encoder(loaded.tokenizer, cfg.model.image_size)
     the_task = get_task(task or cfg.data.task, prompt_style=prompt_style or cfg.data.prompt_style)
-    return Inference(engine, encoder, the_task, cfg, tokenizer, Path(path))
+    return Inference(engine, encoder, the_task, cfg, loaded.tokenizer, Path(path), fam, loaded.placement)

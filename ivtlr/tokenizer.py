@@ -1,9 +1,9 @@
-"""Tokenizers: tiny offline byte-level BPEs with Qwen2-VL's or Chameleon's special tokens, and the latent tokens
-for real ones.
+"""Tokenizers: tiny offline byte-level BPEs for from-scratch models, and the latent tokens for real ones.
 
-``build_tiny_tokenizer`` trains, in well under a second, a Qwen2-VL-compatible tokenizer on a task's own text so
-that tiny from-scratch models have a small vocabulary (ids 0-9 are the specials, in the order below);
-``build_tiny_chameleon_tokenizer`` does the same with Chameleon's specials and one token per VQ image code.
+``train_bpe_model`` trains, in well under a second, a byte-level BPE on a task's own text with a family's special
+tokens first. ``build_tiny_tokenizer`` makes the Qwen2-VL-compatible tokenizer of the Qwen families (ids 0-9 are
+the specials, in the order below); Chameleon's tiny tokenizer, with one token per VQ image code, lives with its
+family (``ivtlr.backbones.chameleon.build_tiny_chameleon_tokenizer``).
 ``load_tokenizer`` / ``add_latent_tokens`` prepare a real checkpoint's tokenizer (hub id or local path) for IVT-LR.
 This module holds no prompt format (that belongs to the task objects) and never touches the network by itself.
 """
@@ -43,21 +43,16 @@ QWEN2VL_CHAT_TEMPLATE = (
 # Fixed text every IVT-LR prompt contains (chat roles, the method's prompt markers, the answer sentence), mixed
 # into the training corpus so that it gets compact tokens whatever the task text is.
 # The authors' prompt keeps literal braces: "[Question]:{q}\n[Options]:\n(A).{c0}\n...Answer:\n".
-_PROMPT_TEXT = (
+PROMPT_TEXT = (
     "[Context]:{x}\n[Question]:{x}\n[Options]:\n" + "\n".join(f"({c}).{{x}}" for c in "ABCDE") + "\nAnswer:\n",
     "\n".join(f"{c}.{{x}}" for c in "ABCDE") + "\nAnswer:",
     *(f"Therefore, the answer is {c}" for c in "ABCDE"),
 )
 _FORMAT_TEXT = (
-    "system\nYou are a helpful assistant.", "user\n", "assistant\n", *_PROMPT_TEXT, "Picture 1: ", "Video 1: ",
+    "system\nYou are a helpful assistant.", "user\n", "assistant\n", *PROMPT_TEXT, "Picture 1: ", "Video 1: ",
 )
 
-# Chameleon's specials as in facebook/chameleon-7b (bos, pad, eos, the chat-mode separator, image start and end
-# markers, the image placeholder), at ids 0-6 as in the reference Chameleon fixture.
-CHAMELEON_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<reserved08706>", "<racm3:break>", "<eoss>", "<image>")
-
-
-def _train_bpe_model(corpus: Iterable[str], vocab_size: int, specials: tuple[str, ...], format_text: tuple[str, ...]):
+def train_bpe_model(corpus: Iterable[str], vocab_size: int, specials: tuple[str, ...], format_text: tuple[str, ...]):
     """A byte-level BPE ``tokenizers.Tokenizer`` with ``specials`` at ids 0.. and merges learnt on the corpus."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -74,7 +69,7 @@ def _train_bpe_model(corpus: Iterable[str], vocab_size: int, specials: tuple[str
 def _train_bpe(corpus: Iterable[str], vocab_size: int, specials: tuple[str, ...]):
     from transformers import PreTrainedTokenizerFast
 
-    tk = _train_bpe_model(corpus, vocab_size, specials, _FORMAT_TEXT)
+    tk = train_bpe_model(corpus, vocab_size, specials, _FORMAT_TEXT)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                   extra_special_tokens=list(specials[1:]))
     tok.chat_template = QWEN2VL_CHAT_TEMPLATE
@@ -99,50 +94,6 @@ def build_tiny_tokenizer(corpus: Iterable[str], vocab_size: int = 512):
     if vocab_size < 256 + len(specials):
         raise ValueError(f"vocab_size must be >= {256 + len(specials)} (bytes + specials), got {vocab_size}")
     return _train_bpe(corpus, vocab_size, specials)
-
-
-def build_tiny_chameleon_tokenizer(corpus: Iterable[str], vocab_size: int = 512, n_codes: int = 256,
-                                   image_size: int | None = None, image_seq_length: int | None = None):
-    """Train a byte-level BPE tokenizer for tiny from-scratch Chameleon models.
-
-    Layout (as in the reference Chameleon fixture): ids 0-6 are CHAMELEON_SPECIAL_TOKENS (``<s>``, ``<pad>``,
-    ``</s>``, ``<reserved08706>``, ``<racm3:break>``, ``<eoss>``, ``<image>``), then the BPE text tokens, then the
-    ``n_codes`` VQ code tokens ``IMGIMG...Z`` (code c at ``first + c``, contiguous), then LATENT_TOKENS in the
-    authors' order (added last, as the authors add them to the real vocabulary).
-
-    Args:
-        corpus: the task's text (questions, options, rationales).
-        vocab_size: target size of the text part: the 256 byte symbols, the 7 specials and the merges (fewer if
-            the corpus runs out of merges). The code and latent tokens come on top.
-        n_codes: the VQ codebook size of the model (one token per code).
-        image_size, image_seq_length: the image geometry of the model this tokenizer serves (square side in
-            pixels, image tokens per image), recorded with the tokenizer (``init_kwargs``, saved in
-            ``tokenizer_config.json``) as the real model records it in its processor config, so that
-            ``ChameleonPromptEncoder`` finds it again from a checkpoint. None: the real model's (512, 1024).
-    Returns:
-        A ``PreTrainedTokenizerFast``: bos ``<s>``, eos ``</s>``, pad ``<pad>``, sep ``<reserved08706>``; every
-        special, code and latent token is a single special token (``decode(skip_special_tokens=True)`` drops them).
-        No chat template (Chameleon's prompt is plain text around the image). Round-trips through
-        ``save_pretrained`` / ``AutoTokenizer.from_pretrained``.
-    Raises:
-        ValueError: vocab_size too small to hold the bytes and the specials, or n_codes < 1.
-    """
-    from transformers import PreTrainedTokenizerFast
-
-    from .tiny import chameleon_code_name
-
-    specials = CHAMELEON_SPECIAL_TOKENS
-    if vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size must be >= {256 + len(specials)} (bytes + specials), got {vocab_size}")
-    if n_codes < 1:
-        raise ValueError(f"n_codes must be >= 1, got {n_codes}")
-    tk = _train_bpe_model(corpus, vocab_size, specials, _PROMPT_TEXT)
-    geometry = {k: v for k, v in (("image_size", image_size), ("image_seq_length", image_seq_length)) if v is not None}
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
-                                  sep_token="<reserved08706>", extra_special_tokens=list(specials[4:]), **geometry)
-    tok.add_tokens([chameleon_code_name(c) for c in range(n_codes)], special_tokens=True)
-    add_latent_tokens(tok)
-    return tok
 
 
 def add_latent_tokens(tokenizer) -> list[int]:

@@ -8,6 +8,7 @@ path, and ``resume`` from the newest checkpoint. One process on CPU or GPU, or s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -19,15 +20,85 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .backbones import TokenIds, family_of
 from .batching import collate
 from .checkpoint import list_checkpoints, load_weights, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .curriculum import Curriculum, EncodedExample, encode_example
 from .engine import LatentBatch, LatentEngine
 from .evaluate import predict, score_predictions, step_exact_match
-from .setup import Setup, build_setup
+from .models import build_pretrained, build_tiny, load_model, task_corpus
+from .placement import choose_device, place
+from .tasks import get_task
+from .tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Setup:
+    """A run's parts: task, tokenizer, model, token ids, prompt encoder, engine, encoded data."""
+
+    task: object
+    tokenizer: object
+    model: torch.nn.Module
+    tokens: TokenIds
+    encoder: object
+    engine: LatentEngine
+    train: list[EncodedExample]
+    val: list[EncodedExample]
+    val_examples: dict  # id -> task Example (for scoring)
+
+
+def load_split(task, cfg: TrainConfig, split: str, limit: int | None):
+    examples = task.load(cfg.data.source, split, on_error=cfg.data.on_error)
+    return list(examples)[:limit] if limit is not None else list(examples)
+
+
+def build_model(cfg: TrainConfig, task, examples, device: torch.device, log):
+    """(model, tokenizer) of a run: from an ivtlr checkpoint, tiny from scratch, or pretrained; placed on device."""
+    where = place(cfg.model.dtype, device)  # training: float32 unless a GPU supports bfloat16 (or asked otherwise)
+    log(str(where))
+    if cfg.model.init_from is not None:
+        loaded = load_model(cfg.model.init_from, trainable=True, dtype=cfg.model.dtype, device=device)
+        model, tokenizer = loaded.model, loaded.tokenizer
+        log(f"initialised from {cfg.model.init_from}: {sum(p.numel() for p in model.parameters()):,} parameters")
+    elif cfg.model.name_or_path is None:
+        model, tokenizer = build_tiny(cfg.model, task_corpus(task, examples), cfg.optim.seed)
+        log(f"tiny {cfg.model.backbone} from scratch: {sum(p.numel() for p in model.parameters()):,} parameters, "
+            f"vocabulary {len(tokenizer)} (full fine-tuning)")
+    else:
+        tokenizer = load_tokenizer(cfg.model.name_or_path)
+        model = build_pretrained(cfg.model, tokenizer, where.dtype, log)
+    return model.to(device=where.device, dtype=where.dtype), tokenizer
+
+
+def build_setup(cfg: TrainConfig, device: torch.device, log=print) -> Setup:
+    """Build the run's parts on ``device`` (dtype from ``ivtlr.placement``). Raises ValueError naming a record whose
+    image has fewer tokens than K x the last stage's latent steps."""
+    task = get_task(cfg.data.task, prompt_style=cfg.data.prompt_style)
+    train_raw = load_split(task, cfg, cfg.data.train_split, cfg.data.max_train)
+    val_raw = load_split(task, cfg, cfg.data.val_split, cfg.data.val_size) if cfg.data.val_size else []
+    model, tokenizer = build_model(cfg, task, train_raw or val_raw, device, log)
+    fam = family_of(model)
+    if fam.name != cfg.model.backbone:
+        raise ValueError(f"model.backbone is {cfg.model.backbone!r} but the model "
+                         f"({cfg.model.init_from or cfg.model.name_or_path}) is a {fam.name}: set --model.backbone {fam.name}")
+    tokens = fam.token_ids(tokenizer)
+    encoder = fam.prompt_encoder(tokenizer, cfg.model.image_size)
+    latent = cfg.latent
+    if cfg.run.gradient_checkpointing and latent.use_cache:
+        log("gradient checkpointing drops the KV cache in training: the engine recomputes the prefix per latent pass")
+        latent = dataclasses.replace(latent, use_cache=False)
+    engine = LatentEngine(fam(model, tokens), latent)
+    train = [encode_example(task, encoder, ex, tokens.image) for ex in train_raw]
+    val = [encode_example(task, encoder, ex, tokens.image) for ex in val_raw]
+    need = latent.k_effective * cfg.curriculum.max_latent_stage
+    for ex in train + val:
+        if ex.n_image_tokens < need:
+            raise ValueError(f"record {ex.id!r}: its image has {ex.n_image_tokens} tokens, fewer than K x "
+                             f"max_latent_stage = {latent.k_effective} x {cfg.curriculum.max_latent_stage} = {need}")
+    return Setup(task, tokenizer, model, tokens, encoder, engine, train, val, {ex.id: ex for ex in val_raw})
 
 
 class LatentModule(nn.Module):
@@ -61,7 +132,7 @@ class Trainer:
         from accelerate import Accelerator
 
         cfg = self.config
-        cpu = not torch.cuda.is_available()
+        cpu = choose_device().type == "cpu"  # the project's device policy (accelerate then picks the rank's GPU)
         self.acc = Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.optim.grad_accum)
         self.is_main = self.acc.is_main_process
         self.out = Path(cfg.run.out_dir)
@@ -303,21 +374,3 @@ class Trainer:
         if self.tb is not None:
             self.tb.close()
         self.log(f"done: {self.pos.step} steps; checkpoints in {self.out / 'checkpoints'}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from .cliargs import add_dataclass_flags, dataclass_from_args
-
-    parser = argparse.ArgumentParser(prog="ivtlr train", description="Train IVT-LR's progressive curriculum.")
-    parser.add_argument("config", nargs="?", help="YAML config (sections: " + ", ".join(TrainConfig.SECTIONS) + ")")
-    base = TrainConfig()
-    for section in TrainConfig.SECTIONS:
-        add_dataclass_flags(parser, type(getattr(base, section)), prefix=section)
-    args = parser.parse_args(argv)
-    cfg = TrainConfig.load(args.config) if args.config else base
-    for section in TrainConfig.SECTIONS:
-        setattr(cfg, section, dataclass_from_args(args, type(getattr(cfg, section)), section, getattr(cfg, section)))
-    Trainer(cfg).run()
-    return 0

@@ -14,18 +14,10 @@ import random
 
 import torch
 
-from ivtlr.backbones import TokenIds, backbone_for
+from ivtlr.backbones import TokenIds, backbone_for, family
+from ivtlr.backbones.chameleon import ChameleonSpecialIds, TinyChameleonSpec, build_tiny_chameleon
+from ivtlr.backbones.qwen2vl import TINY_QWEN_IDS, TinyQwen2VLSpec, build_tiny_qwen2vl, build_tiny_qwen25vl
 from ivtlr.batching import Sample
-from ivtlr.compat import lora_config
-from ivtlr.tiny import (
-    ChameleonSpecialIds,
-    QwenSpecialIds,
-    TinyChameleonSpec,
-    TinyQwen2VLSpec,
-    build_tiny_chameleon,
-    build_tiny_qwen2vl,
-    build_tiny_qwen25vl,
-)
 
 
 class Kit:
@@ -57,7 +49,7 @@ class Kit:
             from peft import get_peft_model
 
             torch.manual_seed(seed + 1)
-            model = get_peft_model(model, lora_config(r=8, alpha=16, dropout=0.0))  # language model only
+            model = get_peft_model(model, family(self.name).lora_config(r=8, alpha=16, dropout=0.0))  # language model only
             for name, p in model.named_parameters():  # LoRA B starts at zero: make the adapters matter
                 if "lora_B" in name:
                     torch.nn.init.normal_(p, std=0.05)
@@ -88,8 +80,7 @@ class Kit:
 
 
 class QwenKit(Kit):
-    IDS = QwenSpecialIds(pad=0, eos=1, vision_start=2, vision_end=3, image_pad=4, video_pad=5,
-                         start_latent=6, end_latent=7, latent=8)
+    IDS = TINY_QWEN_IDS
     SPEC = TinyQwen2VLSpec(vocab_size=128, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
                            num_kv_heads=2, vision_depth=1, vision_embed_dim=32, vision_heads=2)
     supports_mrope = True

@@ -200,14 +200,14 @@ def test_analyze_end_to_end_on_a_tiny_run(tmp_path):
 
     generate(tmp_path / "d", 24, 8, seed=0, fixed_options=True, step_style="content_first")
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "ivtlr.cli", "train", "--data.source", str(tmp_path / "d"), "--data.val_size", "0",
+    cmd = [sys.executable, "-m", "ivtlr.commands", "train", "--data.source", str(tmp_path / "d"), "--data.val_size", "0",
            "--model.tiny_hidden", "32", "--model.tiny_layers", "1", "--model.tiny_heads", "2",
            "--curriculum.epochs_per_stage", "1", "--curriculum.max_latent_stage", "2", "--latent.k", "1",
            "--optim.batch_size", "8", "--run.keep_last", "5", "--run.out_dir", str(run), "--no-run.progress"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     ckpts = sorted((run / "checkpoints").iterdir())
-    done = subprocess.run([sys.executable, "-m", "ivtlr.cli", "analyze", "--checkpoint", str(ckpts[-1]),
+    done = subprocess.run([sys.executable, "-m", "ivtlr.commands", "analyze", "--checkpoint", str(ckpts[-1]),
                            "--n-test", "8", "--n-train", "16", "--batch-size", "4", "--out", str(tmp_path / "a")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -15,8 +15,7 @@ from PIL import Image
 
 from ivtlr.config import ModelConfig, TrainConfig
 from ivtlr.data.synth import generate, text_corpus
-from ivtlr.setup import prompt_encoder, token_ids
-from ivtlr.tiny import build_tiny_for_backbone, build_tiny_tokenizer_for_backbone
+from ivtlr.backbones import family
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def tiny_cfg(backbone: str, **kw) -> ModelConfig:
 
 @pytest.fixture(scope="module")
 def chameleon_tokenizer():
-    return build_tiny_tokenizer_for_backbone(tiny_cfg("chameleon"), text_corpus(100))
+    return family("chameleon").build_tiny_tokenizer(tiny_cfg("chameleon"), text_corpus(100))
 
 
 @pytest.mark.parametrize("backbone,model_type", [("qwen2-vl", "qwen2_vl"), ("qwen2.5-vl", "qwen2_5_vl"),
@@ -50,29 +49,29 @@ def test_build_tiny_dispatches_every_backbone(backbone, model_type):
     from ivtlr.backbones import BACKBONES, backbone_for
 
     cfg = tiny_cfg(backbone)
-    tok = build_tiny_tokenizer_for_backbone(cfg, text_corpus(100))
-    model = build_tiny_for_backbone(cfg, tok, seed=0)
+    tok = family(backbone).build_tiny_tokenizer(cfg, text_corpus(100))
+    model = family(backbone).build_tiny(cfg, tok, seed=0)
     assert model.config.model_type == model_type and not model.training
     assert model.get_input_embeddings().weight.shape == (len(tok), 32)
-    assert isinstance(backbone_for(model, token_ids(tok, backbone)), BACKBONES[backbone])
-    again = build_tiny_for_backbone(cfg, tok, seed=0)  # deterministic from the seed
+    assert isinstance(backbone_for(model, family(backbone).token_ids(tok)), BACKBONES[backbone])
+    again = family(backbone).build_tiny(cfg, tok, seed=0)  # deterministic from the seed
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
-def test_unknown_backbone_has_no_tiny_model():
-    from ivtlr.tiny import tiny_spec_for_backbone
+def test_unknown_backbone_is_named():
+    from ivtlr.backbones import family_of_model_type
 
-    cfg = tiny_cfg("qwen2-vl")
-    cfg.backbone = "llava"
-    with pytest.raises(ValueError, match="no tiny model for backbone 'llava'"):
-        tiny_spec_for_backbone(cfg, 400)
+    with pytest.raises(ValueError, match="unknown backbone 'llava'"):
+        family("llava")
+    with pytest.raises(ValueError, match="no IVT-LR backbone for model type 'llava'"):
+        family_of_model_type("llava")
 
 
 def test_chameleon_tokenizer_layout(chameleon_tokenizer, tmp_path):
     from transformers import AutoTokenizer
 
-    from ivtlr.tiny import TINY_CHAMELEON_CODES, chameleon_code_name
-    from ivtlr.tokenizer import CHAMELEON_SPECIAL_TOKENS, LATENT_TOKENS
+    from ivtlr.backbones.chameleon import CHAMELEON_SPECIAL_TOKENS, TINY_CHAMELEON_CODES, chameleon_code_name
+    from ivtlr.tokenizer import LATENT_TOKENS
 
     tok = chameleon_tokenizer
     conv = tok.convert_tokens_to_ids
@@ -96,7 +95,7 @@ def test_chameleon_prompt_encoder_layout_and_pixels(chameleon_tokenizer, synth_e
     from ivtlr.batching import collate_vision
 
     tok, (task, ex) = chameleon_tokenizer, synth_example
-    enc = prompt_encoder("chameleon", tok, None)
+    enc = family("chameleon").prompt_encoder(tok, None)
     assert isinstance(enc, ChameleonPromptEncoder) and (enc.side, enc.n_image_tokens) == (48, 144)
     text = task.prompt(ex, "train")
     ids, vision = enc.encode_prompt(text, ex.image)
@@ -114,11 +113,11 @@ def test_chameleon_prompt_encoder_layout_and_pixels(chameleon_tokenizer, synth_e
     assert batch["pixel_values"].shape == (2, 3, 48, 48)
     assert enc.encode_prompt(text, None) == ([0] + enc.encode_text(text), {})
 
-    small = prompt_encoder("chameleon", tok, 32)  # model.image_size overrides the side, same 4 px per token
+    small = family("chameleon").prompt_encoder(tok, 32)  # model.image_size overrides the side, same 4 px per token
     ids, vision = small.encode_prompt(text, ex.image)
     assert ids.count(6) == 64 and vision["pixel_values"].shape == (1, 3, 32, 32)
     with pytest.raises(ValueError, match="not a multiple of the 4 px per image token"):
-        prompt_encoder("chameleon", tok, 30)
+        family("chameleon").prompt_encoder(tok, 30)
 
 
 def test_chameleon_prompt_encoder_defaults_to_the_real_geometry(chameleon_tokenizer):
@@ -141,22 +140,22 @@ def test_chameleon_prompt_matches_the_tiny_models_vq_codes(chameleon_tokenizer, 
     from ivtlr.backbones import backbone_for
 
     tok, (task, ex) = chameleon_tokenizer, synth_example
-    model = build_tiny_for_backbone(tiny_cfg("chameleon"), tok, seed=0)
+    model = family("chameleon").build_tiny(tiny_cfg("chameleon"), tok, seed=0)
     assert not any(p.requires_grad for p in model.model.vqmodel.parameters())  # frozen: its output is discrete
-    backbone = backbone_for(model, token_ids(tok, "chameleon"))
-    ids, vision = prompt_encoder("chameleon", tok, None).encode_prompt(task.prompt(ex, "train"), ex.image)
+    backbone = backbone_for(model, family("chameleon").token_ids(tok))
+    ids, vision = family("chameleon").prompt_encoder(tok, None).encode_prompt(task.prompt(ex, "train"), ex.image)
     ids = torch.tensor([ids])
     embeds = backbone.embed_inputs(ids, vision)  # raises when placeholders and VQ codes differ in number
     codes = backbone.image_codes(vision["pixel_values"])
     assert codes.shape == (1, 144) and backbone.image_grids(vision) == [(12, 12)]
     assert torch.equal(embeds[ids == 6], backbone.embed_tokens(codes)[0])
     with pytest.raises(ValueError, match="was built for 48 px images, the model for 32 px"):
-        build_tiny_for_backbone(tiny_cfg("chameleon", image_size=32), tok, seed=0)
+        family("chameleon").build_tiny(tiny_cfg("chameleon", image_size=32), tok, seed=0)
 
 
 @pytest.mark.parametrize("backbone", ["qwen2.5-vl", "chameleon"])
 def test_two_step_tiny_training_with_latent_steps(backbone, synth_dir, tmp_path):
-    from ivtlr.loading import load_model
+    from ivtlr.models import load_model
     from ivtlr.train import Trainer
 
     cfg = TrainConfig.from_dict({
@@ -175,7 +174,7 @@ def test_two_step_tiny_training_with_latent_steps(backbone, synth_dir, tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 2 and all(0 < x < 20 for x in losses) and {r["stage"] for r in rows if "loss" in r} == {3}
-    before = dict(build_tiny_for_backbone(cfg.model, trainer.s.tokenizer, cfg.optim.seed).named_parameters())  # the initial model
+    before = dict(family(backbone).build_tiny(cfg.model, trainer.s.tokenizer, cfg.optim.seed).named_parameters())  # the initial model
     after = dict(trainer.s.model.named_parameters())
     changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
     assert any("embed_tokens" in n for n in changed) and any("layers.1." in n for n in changed)
@@ -185,8 +184,10 @@ def test_two_step_tiny_training_with_latent_steps(backbone, synth_dir, tmp_path)
 
     # the checkpoint reloads with the same prompt layout (for Chameleon: the image geometry travels in the tokenizer)
     ckpt = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
-    model, tok, loaded = load_model(ckpt)
-    enc = prompt_encoder(loaded.model.backbone, tok, loaded.model.image_size)
+    read = load_model(ckpt)
+    model, tok, loaded = read.model, read.tokenizer, read.config
+    assert read.family.name == backbone  # from the model's own config.model_type
+    enc = read.family.prompt_encoder(tok, loaded.model.image_size)
     example = trainer.s.train[0]
     task_ex = next(ex for ex in trainer.s.task.load(str(synth_dir), "train") if ex.id == example.id)
     ids, vision = enc.encode_prompt(trainer.s.task.prompt(task_ex, "train"), task_ex.image)
@@ -197,7 +198,7 @@ def test_two_step_tiny_training_with_latent_steps(backbone, synth_dir, tmp_path)
 
 def test_quick_demo_runs_on_chameleon(tmp_path):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "ivtlr.cli", "demo", "--quick", "--backbone", "chameleon",
+    done = subprocess.run([sys.executable, "-m", "ivtlr.commands", "demo", "--quick", "--backbone", "chameleon",
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "report.md").stat().st_size > 0

@@ -12,7 +12,7 @@ ROWS = {"ivtlr", "cot", "nocot", "blind_ivtlr", "blind_cot", "no_latent_text", "
 
 def test_quick_demo_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    done = subprocess.run([sys.executable, "-m", "ivtlr.cli", "demo", "--quick", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "ivtlr.commands", "demo", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads((out / "results.json").read_text())
@@ -33,28 +33,26 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert {"hit_rates", "probes", "interventions", "scales", "cot"} <= set(analysis)
 
 
-def test_demo_config_file_matches_the_recipe(tmp_path):
-    """configs/demo-cpu.yaml is the demo's recipe as one training (stage 0 then the latent stages)."""
+def test_demo_config_file_is_generated_from_the_recipe(tmp_path):
+    """configs/demo-cpu.yaml is `ivtlr demo --print-config`: the recipe is the one source of truth."""
     from pathlib import Path
 
+    from ivtlr.commands.demo import RECIPES, recipe_config_text, train_config
     from ivtlr.config import TrainConfig
-    from ivtlr.demo import RECIPES, train_config
 
-    recipe = RECIPES["full"]
-    file = TrainConfig.load(Path(__file__).parents[1] / "configs" / "demo-cpu.yaml")
-    cot = train_config(recipe, tmp_path, tmp_path / "cot", "qwen2-vl", 0, "cot")
-    latent = train_config(recipe, tmp_path, tmp_path / "ivtlr", "qwen2-vl", 0, "latent", tmp_path)
+    path = Path(__file__).parents[1] / "configs" / "demo-cpu.yaml"
+    assert path.read_text() == recipe_config_text(RECIPES["full"]), \
+        "regenerate: ivtlr demo --print-config > configs/demo-cpu.yaml"
+    file = TrainConfig.load(path)  # and it is what the demo's two trainings run, as one
+    latent = train_config(RECIPES["full"], tmp_path, tmp_path / "ivtlr", "qwen2-vl", 0, "latent", tmp_path)
     for section in ("model", "optim", "latent"):
         mine, theirs = vars(getattr(file, section)), vars(getattr(latent, section))
-        diff = {k: (mine[k], theirs[k]) for k in mine if k not in ("init_from", "seed") and mine[k] != theirs[k]}
-        assert not diff, (section, diff)
-    assert file.curriculum.cot_epochs == cot.curriculum.cot_epochs
-    for key in ("stage_epochs", "stage_mix_prob", "max_latent_stage"):
-        assert getattr(file.curriculum, key) == getattr(latent.curriculum, key), key
+        assert {k for k in mine if k not in ("init_from", "seed") and mine[k] != theirs[k]} == set(), section
+    assert file.curriculum.first_stage == 0 and file.curriculum.cot_epochs == RECIPES["full"].cot_epochs
 
 
 def test_authors_setting_overrides_the_recipe(tmp_path):
-    from ivtlr.demo import RECIPES, train_config
+    from ivtlr.commands.demo import RECIPES, train_config
 
     recipe = RECIPES["full"]
     cfg = train_config(recipe, tmp_path, tmp_path / "a", "qwen2-vl", 0, "latent", tmp_path,

@@ -281,7 +281,7 @@ def test_lora_wraps_the_language_model_only(kit):
 
 
 def test_tiny_chameleon_has_the_real_image_geometry_as_an_option():
-    from ivtlr.tiny import TinyChameleonSpec, build_tiny_chameleon
+    from ivtlr.backbones.chameleon import TinyChameleonSpec, build_tiny_chameleon
 
     kit = KITS["chameleon"]
     spec = TinyChameleonSpec.real_geometry(vocab_size=kit.SPEC.vocab_size, vq_codes=kit.SPEC.vq_codes)

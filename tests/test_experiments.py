@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ivtlr import experiments as ex
+from ivtlr.commands import experiments as ex
 
 
 def test_every_experiment_has_a_known_base_and_valid_flags():

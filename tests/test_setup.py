@@ -23,8 +23,8 @@ def test_config_files_load_and_say_how_to_run(path):
 def test_pretrained_model_gets_latent_tokens_and_language_model_lora(tmp_path):
     from ivtlr.data.synth import generate, text_corpus
     from ivtlr.evaluate import predict
-    from ivtlr.loading import load_model
-    from ivtlr.tiny import QwenSpecialIds, TinyQwen2VLSpec, build_tiny_qwen2vl
+    from ivtlr.backbones.qwen2vl import QwenSpecialIds, TinyQwen2VLSpec, build_tiny_qwen2vl
+    from ivtlr.models import load_model
     from ivtlr.tokenizer import QWEN2VL_SPECIAL_TOKENS, _train_bpe
     from ivtlr.train import Trainer
 
@@ -60,13 +60,14 @@ def test_pretrained_model_gets_latent_tokens_and_language_model_lora(tmp_path):
 
     ckpt = sorted((tmp_path / "run" / "checkpoints").iterdir())[-1]
     assert (ckpt / "model" / "adapter_model.safetensors").is_file()
-    loaded, tokenizer, loaded_cfg = load_model(ckpt)
+    read = load_model(ckpt)
+    loaded, tokenizer, loaded_cfg = read.model, read.tokenizer, read.config
     model.eval()
-    from ivtlr.backbones import backbone_for
+    from ivtlr.backbones import backbone_for, family_of
     from ivtlr.engine import LatentEngine
-    from ivtlr.setup import token_ids
 
-    engine = LatentEngine(backbone_for(loaded, token_ids(tokenizer, "qwen2-vl")), loaded_cfg.latent)
+    assert read.family.name == "qwen2-vl" and read.placement.dtype == torch.float32  # its training dtype
+    engine = LatentEngine(backbone_for(loaded, family_of(loaded).token_ids(tokenizer)), loaded_cfg.latent)
     ours = predict(trainer.s.engine, trainer.s.encoder, trainer.s.val, 1, 6)
     theirs = predict(engine, trainer.s.encoder, trainer.s.val, 1, 6)
     assert [r.output for r in ours] == [r.output for r in theirs]

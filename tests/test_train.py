@@ -46,7 +46,7 @@ def losses(run: Path) -> dict[int, float]:
 
 
 def ivtlr(*args) -> list[str]:
-    return [sys.executable, "-m", "ivtlr.cli", *args]
+    return [sys.executable, "-m", "ivtlr.commands", *args]
 
 
 def test_tiny_run_trains_through_all_stages(synth_dir, tmp_path):

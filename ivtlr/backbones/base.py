@@ -1,19 +1,32 @@
-"""The backbone interface: what the latent engine needs to know about one vision-language model.
+"""The backbone interface: what the latent engine needs to know about one vision-language model, and what the
+rest of the project needs to know about its family.
 
 The engine (``ivtlr.engine``) is model-agnostic. Everything that differs between Qwen2-VL, Qwen2.5-VL and
 Chameleon lives behind this interface: how ids are embedded and image embeddings scattered, which positions
 hold image tokens, how rotary position ids are built, how one chunk of input embeddings runs against a KV cache,
 and how a hidden state becomes logits. A backbone wraps a transformers model (optionally inside a PEFT
 wrapper) and never owns training or generation logic.
+
+Each backbone class also owns its family, as class attributes and class methods (no instance needed): the
+transformers ``model_type`` values it serves, its prompt encoder, its special token ids, its LoRA targets, and its tiny
+from-scratch model (sizes from a run's ``ModelConfig``, tokenizer, builder). ``ivtlr.backbones`` registers the
+classes by ``model_type``; nothing else in the project branches on a backbone's name.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Iterable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
+#: The authors' LoRA targets: every attention and MLP projection of the language model (r 64, alpha 16, dropout 0.05).
+AUTHORS_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,22 @@ class TokenIds:
     pad: int
     start_latent: int | None = None
     end_latent: int | None = None
+
+
+def language_model_lora_pattern(targets=AUTHORS_LORA_TARGETS) -> str:
+    """A PEFT ``target_modules`` regex matching the projections of the language model's layers only.
+
+    Given as bare names, Qwen2.5-VL's vision MLP (``gate_proj/up_proj/down_proj``) would be wrapped too.
+    """
+    return r"(?:.*\.)?(?:language_model\.layers|model\.layers)\.\d+\.(?:self_attn|mlp)\.(?:" + "|".join(targets) + ")"
+
+
+def seeded_init(model_cls, config, seed: int):
+    """``model_cls(config)`` initialised from ``seed`` without touching the global RNG, in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    return model.eval()
 
 
 def unwrap_peft(model: nn.Module) -> nn.Module:
@@ -76,10 +105,53 @@ class Backbone(ABC):
         tokens: the special token ids.
     """
 
-    #: registry name, e.g. "qwen2-vl"
-    name: str = ""
+    #: registry name, e.g. "qwen2-vl" (``model.backbone`` in a run's config)
+    name: ClassVar[str] = ""
+    #: the transformers ``config.model_type`` values this adapter serves, e.g. ("qwen2_vl",)
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: the image placeholder token the prompt encoder expands and latent vision selects among
+    image_token: ClassVar[str] = ""
     #: whether ``positions="mrope"`` (the model's own multimodal rotary positions) is available
-    supports_mrope: bool = False
+    supports_mrope: ClassVar[bool] = False
+    #: the prompt encoder of the family
+    encoder_class: ClassVar[type[PromptEncoder]]
+
+    # ------------------------------------------------------------------------------------------ family
+    @classmethod
+    def token_ids(cls, tokenizer) -> TokenIds:
+        """The special ids of a tokenizer of this family with the latent tokens added."""
+        conv = tokenizer.convert_tokens_to_ids
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return TokenIds(latent=conv("<|latent|>"), image=conv(cls.image_token), eos=tokenizer.eos_token_id, pad=pad,
+                        start_latent=conv("<|start-latent|>"), end_latent=conv("<|end-latent|>"))
+
+    @classmethod
+    def prompt_encoder(cls, tokenizer, image_size: int | None = None) -> PromptEncoder:
+        return cls.encoder_class(tokenizer, image_size)
+
+    @classmethod
+    def lora_config(cls, r: int = 64, alpha: float = 16, dropout: float = 0.05):
+        """The authors' LoRA set-up on this family's language model (its projections only, no vision part)."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                          target_modules=language_model_lora_pattern(AUTHORS_LORA_TARGETS), task_type="CAUSAL_LM")
+
+    @classmethod
+    @abstractmethod
+    def tiny_spec(cls, cfg: "ModelConfig", vocab_size: int):
+        """The sizes of a tiny from-scratch model from ``cfg.tiny_*``."""
+
+    @classmethod
+    @abstractmethod
+    def build_tiny_tokenizer(cls, cfg: "ModelConfig", corpus: Iterable[str]):
+        """A tiny offline tokenizer of this family trained on ``corpus`` (``cfg.tiny_vocab`` text tokens)."""
+
+    @classmethod
+    @abstractmethod
+    def build_tiny(cls, cfg: "ModelConfig", tokenizer, seed: int) -> nn.Module:
+        """A randomly initialised tiny model for ``tokenizer``, sized by ``cfg.tiny_*``, in eval mode, deterministic
+        from ``seed``. Raises ValueError when the tokenizer does not fit the model."""
 
     def __init__(self, model: nn.Module, tokens: TokenIds):
         self.model = model

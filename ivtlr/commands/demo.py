@@ -35,6 +35,17 @@ from pathlib import Path
 
 import torch
 
+from ..analyze import AnalysisInputs, INTERVENTIONS, run_analysis, write_analysis
+from ..checkpoint import stage_checkpoints
+from ..backbones import BACKBONES
+from ..config import TrainConfig
+from ..data.synth import generate
+from ..evaluate import blind, run_eval
+from ..inference import load_inference
+from ..tasks import get_task
+from ..train import Trainer
+from .report import publish, write_report
+
 
 @dataclass
 class DemoRecipe:
@@ -90,8 +101,6 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
                  init_from: Path | None = None, **latent):
     """The TrainConfig of one of the demo's trainings. ``phase``: "cot" (stage 0 only), "latent" (stages
     1..max from ``init_from``) or "nocot"."""
-    from .config import TrainConfig
-
     cfg = TrainConfig()
     cfg.model = replace(cfg.model, backbone=backbone, tiny_hidden=recipe.hidden, tiny_layers=recipe.layers,
                         tiny_heads=recipe.heads if recipe.hidden >= 64 else 2, tiny_vocab=recipe.vocab,
@@ -114,18 +123,6 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     return cfg
 
 
-def stage_checkpoints(run: Path) -> dict[int, Path]:
-    """stage -> the checkpoint saved at that stage's end, for one run folder."""
-    from .checkpoint import list_checkpoints, read_meta
-
-    out = {}
-    for path in list_checkpoints(run):
-        tag = read_meta(path)["tag"]
-        if tag.startswith("stage-") and tag.endswith("-end"):
-            out[int(tag.split("-")[1])] = path
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ training
 class Background:
     """``ivtlr train CONFIG`` in a child process (one core), its output in a log file."""
@@ -135,7 +132,7 @@ class Background:
         self.name, self.log = name, out / f"{name}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "ivtlr.cli", "train", str(out / f"{name}.yaml")],
+            self.proc = subprocess.Popen([sys.executable, "-m", "ivtlr.commands", "train", str(out / f"{name}.yaml")],
                                          stdout=log, stderr=subprocess.STDOUT, env=env)
         self.t0 = time.perf_counter()
 
@@ -151,8 +148,6 @@ class Background:
 
 def train_all(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: int, threads: int) -> dict:
     """The four trainings on the two-core schedule of the module docstring. Returns wall seconds per training."""
-    from .train import Trainer
-
     timings = {}
     nocot = Background(train_config(recipe, data, out / "nocot", backbone, seed, "nocot"), out, "nocot", threads)
     authors = None
@@ -229,8 +224,6 @@ class Evaluator:
     """Loads checkpoints once and runs the demo's rows on one test set."""
 
     def __init__(self, checkpoints: dict[str, Path], data: Path, n_test: int, batch_size: int = 32):
-        from .tasks import get_task
-
         self.checkpoints = checkpoints
         self.examples = list(get_task("synth").load(str(data), "test"))[:n_test]
         self.batch_size = batch_size
@@ -238,16 +231,11 @@ class Evaluator:
         self.results: dict[str, dict] = {}
 
     def inference(self, name: str):
-        from .inference import load_inference
-
         if name not in self._loaded:
             self._loaded[name] = load_inference(self.checkpoints[name])
         return self._loaded[name]
 
     def run(self, row: Row) -> dict:
-        from .analyze import INTERVENTIONS
-        from .evaluate import blind, run_eval
-
         inf = self.inference(row.checkpoint).with_latent(**dict(row.latent))
         examples = [blind(ex) for ex in self.examples] if row.blind else self.examples
         t0 = time.perf_counter()
@@ -270,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivtlr demo", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a one-minute version (the tests run it)")
     parser.add_argument("--out", default="runs/demo", help="output folder (replaced)")
-    parser.add_argument("--backbone", default="qwen2-vl", choices=["qwen2-vl", "qwen2.5-vl", "chameleon"])
+    parser.add_argument("--backbone", default="qwen2-vl", choices=list(BACKBONES))
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initialisation and the data order")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0: 1 on <= 2 cores)")
     parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "
                         "to DOCS/img/demo/ (how docs/results.md is made)")
     parser.add_argument("--eval-only", action="store_true", help="re-run only the evaluation, the analysis and the "
                         "report on the data and checkpoints already in --out")
+    parser.add_argument("--print-config", action="store_true", help="print the recipe as one `ivtlr train` config "
+                        "(how configs/demo-cpu.yaml is made) and exit")
     for f in dataclasses.fields(DemoRecipe):
         if f.type in ("int", "float", "str") and f.name not in ("n_test",):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
@@ -286,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
                  if getattr(args, f.name, None) is not None}
     recipe = replace(RECIPES[label], **overrides)
+    if args.print_config:
+        print(recipe_config_text(recipe, args.backbone), end="")
+        return 0
     code = run_demo(recipe, Path(args.out), args.backbone, args.seed, args.threads, label,
                     eval_only=args.eval_only, overrides=overrides)
     if args.publish_docs:
@@ -293,17 +286,43 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def publish(out: Path, docs: Path) -> None:
-    """Copy ``out/report.md`` to ``docs/results.md`` (plot links rewritten) and the plots to ``docs/img/demo/``."""
-    img = docs / "img" / "demo"
-    img.mkdir(parents=True, exist_ok=True)
-    text = (out / "report.md").read_text()
-    for png in sorted(out.glob("*.png")) + sorted((out / "analysis").glob("*.png")):
-        shutil.copy(png, img / png.name)
-        rel = png.relative_to(out).as_posix()
-        text = text.replace(f"]({rel})", f"](img/demo/{png.name})")
-    (docs / "results.md").write_text(text)
-    print(f"published {docs / 'results.md'}")
+def synth_flags(synth: dict) -> list[str]:
+    """``ivtlr data synth`` flags of a dict of ``SynthConfig`` knobs."""
+    flags = []
+    for key, value in synth.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True or value is False:
+            flags.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            flags += [flag, *map(str, value)] if isinstance(value, (list, tuple)) else [flag, str(value)]
+    return flags
+
+
+def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
+    """The recipe's IVT-LR training as one ``ivtlr train`` config (stage 0, then latent stages 1..max), as YAML
+    with the fields that differ from the defaults. configs/demo-cpu.yaml is this text (a test checks it)."""
+    import yaml
+
+    data, out = Path("runs/synth"), Path("runs/demo-cpu")
+    cot = train_config(recipe, data, out, backbone, 0, "cot")
+    cfg = train_config(recipe, data, out, backbone, 0, "latent")
+    cfg.data = replace(cfg.data, source=str(data))
+    cfg.curriculum = replace(cfg.curriculum, first_stage=0, cot_epochs=cot.curriculum.cot_epochs)
+    cfg.run = replace(cfg.run, progress=TrainConfig().run.progress)
+    default, mine = TrainConfig().to_dict(), cfg.to_dict()
+    keep = {"backbone", "tiny_hidden", "tiny_layers", "tiny_heads", "task", "max_latent_stage", "schedule",
+            "latent_grad", "feedback_norm"}  # shown even at their defaults: what a reader looks for
+    body = {s: {k: v for k, v in mine[s].items() if v != default[s][k] or k in keep} for s in TrainConfig.SECTIONS}
+    data_cmd = " ".join(["ivtlr data synth --out runs/synth", f"--n-train {recipe.n_train} --n-test {recipe.n_test}",
+                         "--seed 0", *synth_flags(recipe.synth)])
+    head = ("# The CPU demo's IVT-LR training as one config: a tiny model trained from scratch on the synthetic\n"
+            "# benchmark, stage 0 (chain-of-thought) then the latent stages, with the recipe of `ivtlr demo`.\n"
+            "# Generated by `ivtlr demo --print-config > configs/demo-cpu.yaml` (a test checks that it is current).\n"
+            "# The demo itself trains stage 0 and the latent stages as two runs, and the No-CoT baseline, then\n"
+            "# evaluates every mode. First write the data:\n"
+            f"#   {data_cmd}\n"
+            "# Run:  ivtlr train configs/demo-cpu.yaml\n")
+    return head + yaml.safe_dump({s: v for s, v in body.items() if v}, sort_keys=False)
 
 
 def command_line(label: str, backbone: str, seed: int, overrides: dict) -> str:
@@ -316,10 +335,6 @@ def command_line(label: str, backbone: str, seed: int, overrides: dict) -> str:
 
 def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: int, label: str,
              eval_only: bool = False, overrides: dict | None = None) -> int:
-    from .analyze import AnalysisInputs, run_analysis, write_analysis
-    from .data.synth import generate
-    from .report import write_report
-
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else min(8, os.cpu_count() // 2))
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
@@ -350,7 +365,6 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
     ev.results[f"stage_{recipe.max_latent_stage}"] = {**ev.results["ivtlr"], "key": f"stage_{recipe.max_latent_stage}"}
     print("[5/5] diagnostics of the final model (ivtlr analyze)", flush=True)
     final = ev.inference("final")
-    from .tasks import get_task
 
     train = list(get_task("synth").load(str(data), "train"))[:1000]
     analysis = run_analysis(AnalysisInputs(final, ev.examples, train, recipe.max_latent_stage,

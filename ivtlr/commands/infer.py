@@ -13,9 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
+
+from ..batching import collate
+from ..curriculum import encode_example, inference_sample
+from ..inference import load_inference
+from ..tasks import Example
+from ..tasks.scoring import official_prediction
 
 
 def _questions(args) -> list[dict]:
@@ -38,15 +45,6 @@ def _questions(args) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image, UnidentifiedImageError
 
-    from .backbones import backbone_for
-    from .batching import collate
-    from .curriculum import encode_example, inference_sample
-    from .engine import LatentEngine
-    from .loading import load_model
-    from .setup import prompt_encoder, token_ids
-    from .tasks import Example, get_task
-    from .tasks.scoring import official_prediction
-
     p = argparse.ArgumentParser(prog="ivtlr infer", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--base", help="for an authors' .pth: base model for config and tokenizer")
@@ -57,15 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latents", type=int, help="latent steps (default: the run's last stage)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--device", help="default: the first GPU, else the CPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     args = p.parse_args(argv)
 
     rows = _questions(args)
-    model, tokenizer, cfg = load_model(args.checkpoint, args.base)
-    task = get_task(cfg.data.task, prompt_style=cfg.data.prompt_style)
-    tokens = token_ids(tokenizer, cfg.model.backbone)
-    engine = LatentEngine(backbone_for(model, tokens), cfg.latent)
-    encoder = prompt_encoder(cfg.model.backbone, tokenizer, cfg.model.image_size)
-    n = cfg.curriculum.max_latent_stage if args.latents is None else args.latents
+    inf = load_inference(args.checkpoint, args.base, device=args.device, dtype=args.dtype,
+                         log=lambda m: print(m, file=sys.stderr))
+    engine, encoder, task, tokens = inf.engine, inf.encoder, inf.task, inf.tokens
+    n = inf.config.curriculum.max_latent_stage if args.latents is None else args.latents
     samples, grids = [], []
     for i, row in enumerate(rows):
         try:
@@ -77,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         enc = encode_example(task, encoder, ex, tokens.image)
         samples.append(inference_sample(enc, n, tokens.latent))
         grids.append(engine.backbone.image_grids(enc.vision)[0])
-    batch = collate(samples, tokens.pad)
+    batch = collate(samples, tokens.pad).to(engine.backbone.device)
     with torch.no_grad():
         gen = engine.generate(batch, args.max_new_tokens)
     results = []

@@ -12,6 +12,11 @@ import time
 
 import torch
 
+from ..backbones import backbone_for
+from ..batching import Sample, collate
+from ..engine import LatentConfig, LatentEngine
+from ..backbones.qwen2vl import TINY_QWEN_IDS, TinyQwen2VLSpec, build_tiny_qwen2vl
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivtlr smoke", description=__doc__.split("\n")[0])
@@ -19,13 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=4, help="image tokens per latent step (default 4)")
     args = parser.parse_args(argv)
 
-    from .backbones import backbone_for
-    from .batching import Sample, collate
-    from .engine import LatentConfig, LatentEngine
-    from .tiny import QwenSpecialIds, TinyQwen2VLSpec, build_tiny_qwen2vl
-
     t0 = time.perf_counter()
-    ids = QwenSpecialIds(pad=0, eos=1, vision_start=2, vision_end=3, image_pad=4, video_pad=5, latent=8)
+    ids = TINY_QWEN_IDS
     spec = TinyQwen2VLSpec(vocab_size=64, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4,
                            num_kv_heads=2, vision_depth=1, vision_embed_dim=32, vision_heads=2)
     model = build_tiny_qwen2vl(spec, ids, seed=0)

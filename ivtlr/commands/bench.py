@@ -23,6 +23,14 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
+from ..attention import register_lastrow_backend
+from ..backbones import backbone_for
+from ..batching import Sample, collate
+from ..cliargs import add_dataclass_flags, dataclass_from_args
+from ..engine import LatentConfig, LatentEngine
+from ..placement import place
+from ..backbones.qwen2vl import TINY_QWEN_IDS, TinyQwen2VLSpec, build_tiny_qwen2vl
+
 
 @dataclass
 class BenchConfig:
@@ -48,10 +56,10 @@ class BenchConfig:
     """Batch size of the throughput run."""
     repeats: int = 15
     """Timed runs per measurement (the median is reported); one warm-up round first."""
-    device: str = "cpu"
-    """cpu or cuda."""
-    dtype: str = "float32"
-    """float32 or bfloat16."""
+    device: str = "auto"
+    """cpu, cuda, or auto (the first GPU, else the CPU)."""
+    dtype: str = "auto"
+    """float32, bfloat16, or auto (bfloat16 on a GPU that supports it, else float32)."""
     threads: int = 0
     """CPU threads (0: torch's default)."""
     train: bool = False
@@ -66,20 +74,18 @@ class BenchConfig:
             raise ValueError(f"image_size must be a multiple of 28 (one image token per 28x28 pixels), got {self.image_size}")
         if self.k * self.latents > (self.image_size // 28) ** 2:
             raise ValueError(f"K x latents = {self.k * self.latents} exceeds the {(self.image_size // 28) ** 2} image tokens")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError("dtype must be float32 or bfloat16")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError("dtype must be auto, float32 or bfloat16")
+        where = place(self.dtype, None if self.device == "auto" else self.device)  # the project's device/dtype policy
+        self.device, self.dtype = str(where.device), str(where.dtype).replace("torch.", "")
+        self.placement = str(where)
 
 
 METHODS = ("ivtlr", "hf-generate", "recompute")
 
 
 def _setup(cfg: BenchConfig, never_stop: bool = True):
-    from .backbones import backbone_for
-    from .batching import Sample, collate
-    from .tiny import QwenSpecialIds, TinyQwen2VLSpec, build_tiny_qwen2vl
-
-    ids = QwenSpecialIds(pad=0, eos=1, vision_start=2, vision_end=3, image_pad=4, video_pad=5, latent=8,
-                         start_latent=6, end_latent=7)
+    ids = TINY_QWEN_IDS
     spec = TinyQwen2VLSpec(hidden_size=cfg.hidden_size, intermediate_size=2 * cfg.hidden_size,
                            num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads)
     model = build_tiny_qwen2vl(spec, ids).to(cfg.device, getattr(torch, cfg.dtype))
@@ -118,8 +124,6 @@ def _runner(cfg: BenchConfig, method: str, backbone, engine):
     if method == "hf-generate":
         return lambda b: backbone.hf_generate(b.input_ids, b.attention_mask, b.vision, cfg.latents + cfg.new_tokens)
     if method == "recompute":
-        from .engine import LatentConfig, LatentEngine
-
         slow = LatentEngine(engine.backbone, LatentConfig(k=cfg.k, use_cache=False))
         return lambda b: slow.generate(b, cfg.new_tokens)
     return lambda b: engine.generate(b, cfg.new_tokens)
@@ -129,8 +133,6 @@ TRAIN_METHODS = ("ivtlr", "recompute")
 
 
 def _train_runner(cfg: BenchConfig, method: str, backbone):
-    from .engine import LatentConfig, LatentEngine
-
     engine = LatentEngine(backbone, LatentConfig(k=cfg.k, use_cache=method == "ivtlr"))
 
     def step(b):
@@ -163,9 +165,6 @@ def _time_train(cfg: BenchConfig) -> dict:
 def _time_all(cfg: BenchConfig) -> dict:
     """Median wall time of every method at batch 1 and ``cfg.batch``, measured in one process with the methods
     interleaved run by run, so that machine noise hits them alike."""
-    from .attention import register_lastrow_backend
-    from .engine import LatentConfig, LatentEngine
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     backbone, make_batch = _setup(cfg)
@@ -196,8 +195,6 @@ def _time_all(cfg: BenchConfig) -> dict:
 
 def _peak_memory(cfg: BenchConfig, method: str) -> dict:
     """Run in a fresh process: one batch of ``cfg.batch`` questions; the process's peak memory."""
-    from .engine import LatentConfig, LatentEngine
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     backbone, make_batch = _setup(cfg, never_stop=method != "hf-generate")
@@ -261,7 +258,8 @@ def run_bench(cfg: BenchConfig) -> dict:
 def _machine(cfg: BenchConfig) -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": cfg.threads or torch.get_num_threads(),
-            "device": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu"}
+            "device": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu",
+            "placement": getattr(cfg, "placement", "")}
 
 
 def format_report(report: dict) -> str:
@@ -298,8 +296,6 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-
-    from .cliargs import add_dataclass_flags, dataclass_from_args
 
     parser = argparse.ArgumentParser(prog="ivtlr bench", description=__doc__.split("\n")[0])
     add_dataclass_flags(parser, BenchConfig)

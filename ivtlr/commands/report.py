@@ -1,6 +1,6 @@
 """The demo's report: Markdown tables and PNG plots from measured results (nothing here is typed in by hand).
 
-``python -m ivtlr.report RUN_DIR [--publish-docs DOCS]`` rebuilds a report from a demo folder's results.json and
+``ivtlr report RUN_DIR [--publish-docs DOCS]`` rebuilds a report from a demo folder's results.json and
 analysis/analysis.json.
 """
 
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from ..analyze import format_markdown
 
 ABLATIONS = ("no_latent_text", "no_latent_vision", "no_latent_part", "random_patches")
 
@@ -127,8 +129,6 @@ def _table(results: dict, judges: list[str], kinds: list[str], headline: str) ->
 
 def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = None) -> Path:
     """Write ``out/report.md`` and the plots; returns the report's path."""
-    from .analyze import format_markdown
-
     judges = list(next(iter(results.values()))["accuracy"])
     judge = meta["judge"]
     kinds = sorted(meta["chance_by_kind"])
@@ -186,11 +186,24 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
     return path
 
 
+def publish(out: Path, docs: Path) -> None:
+    """Copy ``out/report.md`` to ``docs/results.md`` (plot links rewritten) and the plots to ``docs/img/demo/``."""
+    img = docs / "img" / "demo"
+    img.mkdir(parents=True, exist_ok=True)
+    text = (out / "report.md").read_text()
+    for png in sorted(out.glob("*.png")) + sorted((out / "analysis").glob("*.png")):
+        shutil.copy(png, img / png.name)
+        rel = png.relative_to(out).as_posix()
+        text = text.replace(f"]({rel})", f"](img/demo/{png.name})")
+    (docs / "results.md").write_text(text)
+    print(f"published {docs / 'results.md'}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ivtlr.report RUN_DIR [--publish-docs DOCS]``: rebuild a demo's report from its saved results."""
+    """``ivtlr report RUN_DIR [--publish-docs DOCS]``: rebuild a demo's report from its saved results."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m ivtlr.report")
+    p = argparse.ArgumentParser(prog="ivtlr report")
     p.add_argument("run", help="a demo output folder (with results.json)")
     p.add_argument("--publish-docs", metavar="DOCS")
     args = p.parse_args(argv)
@@ -201,8 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     path = write_report(run, saved["meta"], saved["results"], analysis)
     print(f"wrote {path}")
     if args.publish_docs:
-        from .demo import publish
-
         publish(run, Path(args.publish_docs))
     return 0
 

@@ -29,6 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checkpoint import stage_checkpoints
+
+
 ROOT = Path("runs/experiments")
 DOCS = Path("docs/experiments")
 PAGE = Path("docs/latent-reasoning.md")
@@ -156,8 +159,6 @@ def commands(exp: Experiment) -> list[list[str]]:
 
 def checkpoint(name: str, stage: int) -> Path:
     """The stage-end checkpoint of an experiment's run."""
-    from .demo import stage_checkpoints
-
     found = stage_checkpoints(ROOT / name / "run")
     if stage not in found:
         raise SystemExit(f"experiment {name!r} has no stage-{stage} checkpoint in {ROOT / name / 'run'} (run it first)")

@@ -1,0 +1,38 @@
+"""The ``ivtlr`` command: one module per verb in this package, apart from the library they wire together.
+
+Each verb's module is imported only when the verb runs, so ``ivtlr --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# verb -> (module, one-line help); each module has ``main(argv) -> int``
+VERBS = {
+    "demo": ("ivtlr.commands.demo", "the paper's tables in miniature on a CPU (data, training, every mode, report)"),
+    "bench": ("ivtlr.commands.bench", "time the latent engine against plain generate"),
+    "smoke": ("ivtlr.commands.smoke", "run the engine end to end on a tiny random model"),
+    "train": ("ivtlr.commands.train", "train the progressive latent curriculum"),
+    "data": ("ivtlr.commands.data", "datasets: `ivtlr data synth --out DIR ...`"),
+    "eval": ("ivtlr.commands.eval", "evaluate a checkpoint (accuracy, AR steps, time per question)"),
+    "infer": ("ivtlr.commands.infer", "answer questions about images; show each latent step's patches"),
+    "analyze": ("ivtlr.commands.analyze", "diagnostics of the latent steps: selections, probes, interventions"),
+    "experiments": ("ivtlr.commands.experiments", "the measured experiments of docs/latent-reasoning.md"),
+    "report": ("ivtlr.commands.report", "rebuild a demo's report from its results.json (optionally publish to docs)"),
+    "score": ("ivtlr.commands.score", "score a predictions JSONL (M3CoT custom format)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in VERBS:
+        print("usage: ivtlr VERB [options]\n\nverbs:")
+        for verb, (_, help_) in VERBS.items():
+            print(f"  {verb:<11} {help_}")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"\nunknown verb: {argv[0]}", file=sys.stderr)
+            return 2
+        return 0
+    module, _ = VERBS[argv[0]]
+    return int(importlib.import_module(module).main(argv[1:]) or 0)

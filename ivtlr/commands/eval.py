@@ -1,0 +1,56 @@
+"""``ivtlr eval --checkpoint PATH --task NAME [--data PATH] [--mode ...] --out DIR``: evaluate a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cliargs import add_dataclass_flags, dataclass_from_args
+from ..engine import LatentConfig
+from ..evaluate import MODES, blind, format_table, run_eval, write_outputs
+from ..inference import load_inference
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ivtlr eval --checkpoint PATH --task NAME [--data PATH] [--mode ...]``."""
+    p = argparse.ArgumentParser(prog="ivtlr eval", description="Evaluate a checkpoint on a benchmark.")
+    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
+    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path) for config and tokenizer")
+    p.add_argument("--task", choices=["synth", "m3cot", "scienceqa"], default=None, help="default: the run's task")
+    p.add_argument("--data", help="dataset (hub id or local path); default: the run's")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=sorted(MODES), default="ivtlr")
+    p.add_argument("--latents", type=int, help="latent steps for --mode ivtlr (default: the run's last stage)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--blind", action="store_true", help="replace every image by a gray image (blind baseline)")
+    p.add_argument("--prompt-style", choices=["aligned", "reference"])
+    p.add_argument("--out", required=True, help="a new (or empty) output folder")
+    p.add_argument("--device", help="default: the first GPU, else the CPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on a GPU that supports it or for pretrained weights, else float32")
+    add_dataclass_flags(p, LatentConfig, prefix="latent")
+    args = p.parse_args(argv)
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"ivtlr eval: {out} is not empty; results are never appended to an old folder")
+    inf = load_inference(args.checkpoint, args.base, task=args.task, prompt_style=args.prompt_style,
+                         device=args.device, dtype=args.dtype, log=print)
+    cfg, task, encoder = inf.config, inf.task, inf.encoder
+    engine = inf.with_latent(**vars(dataclass_from_args(args, LatentConfig, "latent", cfg.latent))).engine
+    examples = list(task.load(args.data or cfg.data.source, args.split, on_error=cfg.data.on_error))
+    examples = examples[: args.limit] if args.limit else examples
+    if args.blind:
+        examples = [blind(ex) for ex in examples]
+    default_n, default_budget = MODES[args.mode]
+    n = default_n if default_n is not None else (args.latents if args.latents is not None else cfg.curriculum.max_latent_stage)
+    result = run_eval(engine, encoder, task, examples, n, args.max_new_tokens or default_budget, args.batch_size,
+                      name=args.mode + (" (blind)" if args.blind else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(out, task, examples, result)
+    print(format_table([result.summary]))
+    print(result.report.format())
+    print(f"wrote {out}/predictions.jsonl, summary.json, table.md")
+    return 0
