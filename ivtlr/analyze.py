@@ -185,6 +185,36 @@ def cot_step_match(cot, examples, batch_size: int, max_new_tokens: int) -> dict:
             "accuracy": _accuracy(cot, examples, records)}
 
 
+def attention_profile(inf, encoded, n_latents: int, batch_size: int, max_new_tokens: int) -> dict:
+    """The paper's attention analysis (its Figure 5) of one model, per reasoning step: the vision/text ratio and
+    the focus of the query row whose state carries the step, mean and standard deviation over the questions.
+
+    Latent mode (``n_latents`` > 0): the row of latent step t is the one whose hidden state h_t is fed back.
+    Explicit mode (``n_latents`` = 0, a chain-of-thought model): the row of written step t is that of the token
+    that ends it (its newline), the position whose state the model carries into step t + 1.
+    """
+    records = predict(inf.engine, inf.encoder, encoded, n_latents, max_new_tokens, batch_size, keep_attention=True)
+    per_step: list[list[torch.Tensor]] = []
+    for r in records:
+        if n_latents:
+            rows = list(r.attention)
+        else:
+            ends = [j for j, i in enumerate(r.token_ids) if "\n" in inf.encoder.tokenizer.decode([i])]
+            rows = [r.token_attention[j] for j in ends if j < len(r.token_attention)]
+        for t, row in enumerate(rows):
+            if len(per_step) <= t:
+                per_step.append([])
+            per_step[t].append(row)
+    out = {"mode": "latent" if n_latents else "explicit", "questions": [len(v) for v in per_step]}
+    for i, name in enumerate(("vision_ratio", "focus")):
+        vals = [torch.stack(v)[:, i].double() for v in per_step]
+        uniform = [torch.stack(v)[:, i + 2].double() for v in per_step]
+        out[name] = {"mean": [float(v.mean()) for v in vals],
+                     "std": [float(v.std()) if len(v) > 1 else 0.0 for v in vals],
+                     "uniform": [float(v.mean()) for v in uniform]}
+    return out
+
+
 def scales(inf, encoded, records) -> dict:
     """Mean norms: raw fed-back states per step, the states as fed back, token embeddings, image embeddings."""
     bb = inf.engine.backbone
@@ -218,7 +248,8 @@ def run_analysis(inputs: AnalysisInputs, progress=print) -> dict:
     base = run(test_enc)
     result: dict = {"n_test": len(inputs.test), "n_train": len(inputs.train), "n_latents": n,
                     "k": inf.engine.config.k_effective, "latent": vars(inf.engine.config).copy(),
-                    "accuracy": _accuracy(inf, inputs.test, base)}
+                    "accuracy": _accuracy(inf, inputs.test, base),
+                    "chance": sum(1 / len(ex.choices) for ex in inputs.test) / max(1, len(inputs.test))}
     truths = [task.step_truth(ex) for ex in inputs.test]
     has_truth = n > 0 and all(tr is not None for tr in truths)
     if has_truth and inf.engine.config.k_effective:
@@ -245,6 +276,12 @@ def run_analysis(inputs: AnalysisInputs, progress=print) -> dict:
                 records = run(test_enc, Intervention(iv.state, iv.vision, steps, iv.seed))
                 per["all" if steps is None else str(steps[0])] = _accuracy(inf, inputs.test, records)
             result["interventions"][name] = per
+    if n > 0:
+        progress("analyze: attention per step (vision/text ratio, focus)")
+        result["attention"] = {"latent": attention_profile(inf, test_enc, n, inputs.batch_size, inputs.max_new_tokens)}
+        if inputs.cot is not None:
+            result["attention"]["explicit"] = attention_profile(inputs.cot, _encode(inputs.cot, inputs.test), 0,
+                                                                inputs.batch_size, inputs.cot_max_new_tokens)
     result["scales"] = scales(inf, test_enc, base)
     return result
 
@@ -289,6 +326,20 @@ def format_markdown(result: dict) -> str:
         for name, per in result["interventions"].items():
             lines.append(f"| {INTERVENTION_TEXT[name]} | " + " | ".join(pct(per[str(t)]) for t in range(1, n + 1))
                          + f" | {pct(per['all'])} |")
+        lines.append("")
+    if "attention" in result:
+        lines += ["### Attention per reasoning step (mean ± sd over questions)", "",
+                  "Vision/text ratio: attention mass on image embeddings (the prompt's and the inserted ones) over the "
+                  "mass on text and latent text. Focus: the inverse entropy of the attention row (layers and heads "
+                  "averaged), higher is more focused. In brackets: the value under uniform attention over the same "
+                  "keys (chance).", "",
+                  "| mode | step | vision/text ratio | focus | questions |", "|---|---|---|---|---|"]
+        for mode, prof in result["attention"].items():
+            for t, q in enumerate(prof["questions"]):
+                lines.append(f"| {mode} | {t + 1} | {prof['vision_ratio']['mean'][t]:.3f} ± "
+                             f"{prof['vision_ratio']['std'][t]:.3f} ({prof['vision_ratio']['uniform'][t]:.3f}) | "
+                             f"{prof['focus']['mean'][t]:.3f} ± {prof['focus']['std'][t]:.3f} "
+                             f"({prof['focus']['uniform'][t]:.3f}) | {q} |")
         lines.append("")
     sc = result["scales"]
     lines += ["### Scales (mean L2 norm)", "",
@@ -348,9 +399,25 @@ def plot(result: dict, out: Path) -> list[str]:
                    [100 * result["interventions"][m][col] for m in names], width,
                    label=f"step {col}" if col != "all" else "all steps")
         ax.axhline(100 * result["accuracy"], color="k", ls="--", label="no intervention")
+        ax.axhline(100 * result["chance"], color="gray", ls=":", label=f"chance ({100 * result['chance']:.1f}%)")
         ax.set_xticks(range(len(names)), [m.replace("_", "\n") for m in names], fontsize=8)
         ax.set(ylabel="accuracy (%)", title="causal interventions on the latent steps", ylim=(0, 105))
         save(fig, ax, "interventions.png", fontsize=7, ncol=2)
+    if "attention" in result:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+        for ax, key, label in zip(axes, ("vision_ratio", "focus"), ("vision/text attention ratio", "focus (1/entropy)")):
+            for mode, prof in result["attention"].items():
+                xs = list(range(1, len(prof[key]["mean"]) + 1))
+                line = ax.errorbar(xs, prof[key]["mean"], yerr=prof[key]["std"], marker="o", capsize=3,
+                                   label=f"{mode} ({'latent steps' if mode == 'latent' else 'written CoT steps'})")
+                ax.plot(xs, prof[key]["uniform"], ls="--", lw=1, color=line[0].get_color(),
+                        label=f"{mode}: uniform attention (chance)")
+            longest = max(len(p[key]["mean"]) for p in result["attention"].values())
+            ax.set(xlabel="reasoning step", ylabel=label, xticks=list(range(1, longest + 1)))
+        axes[0].set_ylim(bottom=0)
+        axes[0].set_title("attention on vision vs text", fontsize=10)
+        axes[1].set_title("attention focus", fontsize=10)
+        save(fig, axes[1], "attention.png", fontsize=7)
     return files
 
 

@@ -82,3 +82,27 @@ def mean_last_row(rows: list[torch.Tensor]) -> torch.Tensor:
             f"'{BACKEND_NAME}' attention backend (see Backbone.configure_attention)"
         )
     return torch.stack(rows).mean(dim=(0, 2))
+
+
+def attention_measures(row: torch.Tensor, vision: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+    """The paper's two attention measures of one query row per sample (its Figure 5), and their values under
+    uniform attention (the chance level), as a (B, 4) tensor.
+
+    Args:
+        row: (B, L) attention weights over the keys (a softmax row, 0 at padding), e.g. ``mean_last_row``.
+        vision: (B, L) bool, True at image embeddings (the prompt's image tokens and the inserted latent vision).
+        keys: (B, L) bool, the real keys (default: every key with a weight above 0).
+    Returns:
+        column 0: the vision/text ratio, attention mass on image embeddings over the mass on text and latent text
+        (inf when there is no text mass); column 1: the focus, the inverse of the row's entropy (nats);
+        columns 2 and 3: the same under uniform attention over the real keys.
+    """
+    row = row.float()
+    keys = (row > 0) if keys is None else keys.bool()
+    vision = vision.bool() & keys
+    vis = (row * vision).sum(-1)
+    txt = (row * (keys & ~vision)).sum(-1)
+    p = row / row.sum(-1, keepdim=True).clamp(min=1e-12)
+    entropy = -(p * p.clamp(min=1e-30).log()).sum(-1)
+    n_vis, n_all = vision.sum(-1).float(), keys.sum(-1).float()
+    return torch.stack([vis / txt, 1.0 / entropy, n_vis / (n_all - n_vis), 1.0 / n_all.log()], -1)

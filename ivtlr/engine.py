@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .attention import mean_last_row, record_last_row
+from .attention import attention_measures, mean_last_row, record_last_row
 from .backbones.base import Backbone
 
 
@@ -154,6 +154,10 @@ class GenerationOutput:
     selected: list[list[list[int]]]  # per sample, per latent step: image-token offsets (0 = first image token)
     first_logits: torch.Tensor  # (B, V) logits of the first generated token (after all latent steps)
     states: list[torch.Tensor] = field(default_factory=list)  # per latent step t: (B, D) raw h_t (before scaling)
+    # with generate(attention=True): the (B, 4) vision/text ratio and focus (``attention_measures``) of the query row
+    # whose state latent step t feeds back, per latent step; and of each generated token's row, per decoded token
+    latent_attention: list[torch.Tensor] = field(default_factory=list)
+    decode_attention: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -180,6 +184,7 @@ class _Sequence:
         self.use_cache = use_cache
         self.cache = backbone.new_cache() if use_cache else None
         self.mask: torch.Tensor | None = None  # (B, L) over everything so far
+        self.vision: torch.Tensor | None = None  # (B, L) bool: which keys are image embeddings (attention analysis)
         self.next_pos: torch.Tensor | None = None  # (B,) position of the next real token
         self.history: list[tuple[torch.Tensor, torch.Tensor]] = []  # (embeds, positions) when not caching
         self.last_hidden: torch.Tensor | None = None  # (B, D) at each sample's last real position
@@ -190,13 +195,17 @@ class _Sequence:
         return (self.next_pos[:, None] + offsets).clamp(min=0)[None]
 
     def forward(
-        self, embeds: torch.Tensor, chunk_mask: torch.Tensor, positions: torch.Tensor | None = None, record=False
+        self, embeds: torch.Tensor, chunk_mask: torch.Tensor, positions: torch.Tensor | None = None, record=False,
+        vision: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Append a chunk and run it. Returns its (B, t, D) hidden states and, if ``record``, the (B, L) mean
-        attention of the chunk's last row over all keys so far."""
+        attention of the chunk's last row over all keys so far. ``vision``: (B, t) bool, the chunk's image
+        embeddings (default none)."""
         chunk_mask = chunk_mask.long()
         if positions is None and not record and chunk_mask.shape[1] == 1 and self.use_cache and self.next_pos is not None:
             return self._decode_step(embeds, chunk_mask), None
+        flags = vision.bool() if vision is not None else torch.zeros_like(chunk_mask, dtype=torch.bool)
+        self.vision = flags if self.vision is None else torch.cat([self.vision, flags], 1)
         if positions is None:
             positions = self.positions_for(chunk_mask)
         self.mask = chunk_mask if self.mask is None else torch.cat([self.mask, chunk_mask], 1)
@@ -228,6 +237,7 @@ class _Sequence:
         """The common one-token case of ``forward`` without the general bookkeeping (same results)."""
         positions = self.next_pos[None, :, None]  # (1, B, 1)
         self.mask = torch.cat([self.mask, chunk_mask], 1)
+        self.vision = torch.cat([self.vision, torch.zeros_like(chunk_mask, dtype=torch.bool)], 1)
         hidden, self.cache = self.backbone.run(embeds, positions, self.mask, self.cache)
         real = chunk_mask[:, 0].bool()
         self.last_hidden = torch.where(real[:, None], hidden[:, 0], self.last_hidden)
@@ -297,9 +307,10 @@ class LatentEngine:
         return _Layout(p, n, image_pos, rest_ids, rest_mask, rest_labels)
 
     # ------------------------------------------------------------------------------------- latent passes
-    def _prefill(self, batch: LatentBatch, layout: _Layout) -> tuple[_Sequence, torch.Tensor, torch.Tensor | None]:
+    def _prefill(self, batch: LatentBatch, layout: _Layout, attention: bool = False
+                 ) -> tuple[_Sequence, torch.Tensor, torch.Tensor | None]:
         """Embed the batch, run the prompt [0, p). Returns the sequence, the (B, T, D) input embeddings and the
-        last row's attention (when the first latent step needs it)."""
+        last row's attention (when the first latent step needs it, or ``attention`` asks for it)."""
         embeds = self.backbone.embed_inputs(batch.input_ids, batch.vision)
         seq = _Sequence(self.backbone, self.config.use_cache)
         p = layout.p
@@ -307,10 +318,12 @@ class LatentEngine:
             positions = self.backbone.mrope_positions(batch.input_ids, batch.attention_mask, batch.vision)
         else:
             positions = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[None]
-        record = layout.n_max > 0 and self.config.k_effective > 0
+        record = layout.n_max > 0 and (self.config.k_effective > 0 or attention)
         if p == 0:
             raise ValueError("the batch has no prompt before the first latent slot")
-        _, scores = seq.forward(embeds[:, :p], batch.attention_mask[:, :p], positions[..., :p], record=record)
+        vision = self.backbone.image_mask(batch.input_ids[:, :p]) & batch.attention_mask[:, :p].bool()
+        _, scores = seq.forward(embeds[:, :p], batch.attention_mask[:, :p], positions[..., :p], record=record,
+                                vision=vision)
         return seq, embeds, scores
 
     def _select(self, scores: torch.Tensor, layout: _Layout, picked: list[torch.Tensor], active: list[bool],
@@ -367,8 +380,10 @@ class LatentEngine:
                 h = (noise * (h.float().norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True))).to(h.dtype)
         return h
 
-    def _latent_chunk(self, seq, embeds, layout, offsets, t, intervention=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The embeddings [z_t, h_t] (or the configured variant) appended by latent step t, and their mask."""
+    def _latent_chunk(self, seq, embeds, layout, offsets, t, intervention=None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The embeddings [z_t, h_t] (or the configured variant) appended by latent step t, their mask, and which
+        of them are image embeddings."""
         B, D = embeds.shape[0], embeds.shape[-1]
         h = self._feedback(seq.last_hidden, t, intervention)  # (B, D) the fed-back hidden state
         h = h[:, None].to(embeds.dtype)  # (B, 1, D)
@@ -377,23 +392,30 @@ class LatentEngine:
             pos = torch.stack([layout.image_pos[b][offsets[b]] for b in range(B)])  # (B, K)
             z = embeds.gather(1, pos[..., None].expand(B, k, D))  # (B, K, D) selected image embeddings
             chunk = torch.cat([z, h] if self.config.order == "vision_first" else [h, z], 1)
+            flags = [True] * k + [False] if self.config.order == "vision_first" else [False] + [True] * k
         else:
-            chunk = h
+            chunk, flags = h, [False]
         active = torch.tensor([nb >= t for nb in layout.n], device=embeds.device)
-        return chunk, active[:, None].expand(B, chunk.shape[1])
+        vision = torch.tensor(flags, device=embeds.device)[None].expand(B, -1)
+        return chunk, active[:, None].expand(B, chunk.shape[1]), vision
 
-    def _run_latents(self, batch: LatentBatch, intervention: Intervention | None = None):
+    def _run_latents(self, batch: LatentBatch, intervention: Intervention | None = None,
+                     attention: list[torch.Tensor] | None = None):
         """Prefill and all latent steps but the last chunk, which is returned unrun (it is run together with the
-        rest). Returns (seq, layout, pending chunk or None, its mask, selections, raw fed-back states)."""
+        rest). Returns (seq, layout, pending (chunk, mask, vision flags) or None, selections, raw fed-back states).
+        ``attention``: a list that receives each latent step's (B, 2) ``attention_measures``."""
         layout = self._layout(batch)
-        seq, embeds, scores = self._prefill(batch, layout)
+        analyse = attention is not None
+        seq, embeds, scores = self._prefill(batch, layout, analyse)
         B = batch.input_ids.shape[0]
         picked = [torch.zeros(len(pos), dtype=torch.bool, device=embeds.device) for pos in layout.image_pos]
         selected: list[list[list[int]]] = [[] for _ in range(B)]
         states: list[torch.Tensor] = []
-        pending = pending_mask = None
+        pending = None
         for t in range(1, layout.n_max + 1):
             active = [nb >= t for nb in layout.n]
+            if analyse:
+                attention.append(attention_measures(scores, seq.vision, seq.mask))
             offsets = None
             if self.config.k_effective:
                 vision = intervention.vision if intervention is not None and intervention.applies(t) else None
@@ -403,24 +425,28 @@ class LatentEngine:
                     if active[b]:
                         selected[b].append(offsets[b].tolist())
             states.append(seq.last_hidden)
-            chunk, chunk_mask = self._latent_chunk(seq, embeds, layout, offsets, t, intervention)
+            chunk, chunk_mask, vision = self._latent_chunk(seq, embeds, layout, offsets, t, intervention)
             if t == layout.n_max:
-                pending, pending_mask = chunk, chunk_mask
+                pending = (chunk, chunk_mask, vision)
             else:
-                _, scores = seq.forward(chunk, chunk_mask, record=self.config.k_effective > 0)
-        return seq, layout, pending, pending_mask, selected, states
+                _, scores = seq.forward(chunk, chunk_mask, record=self.config.k_effective > 0 or analyse, vision=vision)
+        return seq, layout, pending, selected, states
 
-    def _run_rest(self, seq: _Sequence, layout: _Layout, pending, pending_mask):
+    def _run_rest(self, seq: _Sequence, layout: _Layout, pending):
         """Run [pending latent chunk, rest] in one forward. Returns the (B, R, D) hidden states that predict each
         rest token (the state one real position before it)."""
         rest = self.backbone.embed_tokens(layout.rest_ids)
-        parts = [rest] if pending is None else [pending, rest]
-        masks = [layout.rest_mask] if pending is None else [pending_mask.long(), layout.rest_mask]
+        rest_vision = torch.zeros_like(layout.rest_mask, dtype=torch.bool)
+        if pending is None:
+            parts, masks, flags = [rest], [layout.rest_mask], [rest_vision]
+        else:
+            pending, pending_mask, pending_vision = pending
+            parts, masks, flags = [pending, rest], [pending_mask.long(), layout.rest_mask], [pending_vision, rest_vision]
         if sum(x.shape[1] for x in parts) == 0:
             return rest[:, :0]
         chunk, mask = torch.cat(parts, 1), torch.cat(masks, 1)
         before = seq.last_hidden
-        hidden, _ = seq.forward(chunk, mask)
+        hidden, _ = seq.forward(chunk, mask, vision=torch.cat(flags, 1))
         P = 0 if pending is None else pending.shape[1]
         # the state before rest token 0: the pending chunk's last row if the sample had it, else the earlier state
         if pending is None:
@@ -438,8 +464,8 @@ class LatentEngine:
         """
         if batch.labels is None:
             raise ValueError("forward needs labels (use generate for inference)")
-        seq, layout, pending, pending_mask, selected, _ = self._run_latents(batch)
-        pred = self._run_rest(seq, layout, pending, pending_mask)  # (B, R, D)
+        seq, layout, pending, selected, _ = self._run_latents(batch)
+        pred = self._run_rest(seq, layout, pending)  # (B, R, D)
         target = layout.rest_labels
         keep = target != -100
         logits = self.backbone.logits(pred[keep])  # (N, V): only the supervised rows, never the latent passes
@@ -449,17 +475,22 @@ class LatentEngine:
 
     @torch.no_grad()
     def generate(self, batch: LatentBatch, max_new_tokens: int = 16,
-                 intervention: Intervention | None = None) -> GenerationOutput:
+                 intervention: Intervention | None = None, attention: bool = False) -> GenerationOutput:
         """Latent steps, then greedy decoding with a per-sample eos stop.
 
         The prompt (and its latent slots) must be left-padded so the first latent slot aligns; anything after
         the latent slots in the prompt (e.g. Chameleon's separator) is teacher-forced before decoding.
         ``intervention`` (analysis) replaces fed-back states or selections at chosen latent steps.
+        ``attention`` (analysis) also returns the paper's attention measures per latent step and per decoded token
+        (the same tokens: the rows are read from the capture the selection uses).
         """
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
-        seq, layout, pending, pending_mask, selected, states = self._run_latents(batch, intervention)
-        self._run_rest(seq, layout, pending, pending_mask)
+        latent_attention: list[torch.Tensor] = []
+        decode_attention: list[torch.Tensor] = []
+        seq, layout, pending, selected, states = self._run_latents(batch, intervention,
+                                                                   latent_attention if attention else None)
+        self._run_rest(seq, layout, pending)
         tokens = self.backbone.tokens
         B = batch.input_ids.shape[0]
         device = batch.input_ids.device
@@ -474,7 +505,11 @@ class LatentEngine:
             done = done | (nxt == tokens.eos)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
-            hidden, _ = seq.forward(self.backbone.embed_tokens(nxt[:, None]), torch.ones(B, 1, device=device))
+            hidden, row = seq.forward(self.backbone.embed_tokens(nxt[:, None]), torch.ones(B, 1, device=device),
+                                      record=attention)
+            if attention:
+                decode_attention.append(attention_measures(row, seq.vision, seq.mask))
             logits = self.backbone.logits(hidden[:, -1])
         n = int(lengths.max())
-        return GenerationOutput(out[:, :n], lengths.tolist(), selected, first_logits, states)
+        return GenerationOutput(out[:, :n], lengths.tolist(), selected, first_logits, states, latent_attention,
+                                decode_attention)

@@ -26,6 +26,12 @@ class PredictionRecord:
     selected: list[list[int]]  # per latent step, image-token offsets in insertion order
     seconds: float  # wall time of this question's batch divided by the batch size
     states: torch.Tensor | None = None  # (n_latents, D) raw fed-back states, when asked for (analysis)
+    # when asked for (analysis): (n_latents, 4) vision/text ratio and focus per latent step, and both under uniform
+    # attention (``ivtlr.attention.attention_measures``); (n_generated - 1, 4) the same of each generated token's
+    # query row (the last token is never fed back); the generated ids
+    attention: torch.Tensor | None = None
+    token_attention: torch.Tensor | None = None
+    token_ids: list[int] | None = None
 
 
 def predict(
@@ -38,11 +44,12 @@ def predict(
     progress=None,
     intervention=None,
     keep_states: bool = False,
+    keep_attention: bool = False,
 ) -> list[PredictionRecord]:
     """Generate for every example (batched, in order). ``progress(done, total)`` is called after each batch.
 
     ``intervention`` (an ``ivtlr.engine.Intervention``) is passed to the engine; ``keep_states`` keeps each
-    question's fed-back states (on the CPU, float32) in its record."""
+    question's fed-back states (on the CPU, float32) in its record; ``keep_attention`` its attention measures."""
     tokens = engine.backbone.tokens
     out: list[PredictionRecord] = []
     device = engine.backbone.device
@@ -50,16 +57,23 @@ def predict(
         chunk = examples[start:start + batch_size]
         batch = collate([inference_sample(ex, n_latents, tokens.latent) for ex in chunk], tokens.pad).to(device)
         t0 = time.perf_counter()
-        gen = engine.generate(batch, max_new_tokens, intervention=intervention)
+        gen = engine.generate(batch, max_new_tokens, intervention=intervention, attention=keep_attention)
         if device.type == "cuda":
             torch.cuda.synchronize()
         per_question = (time.perf_counter() - t0) / len(chunk)
         states = torch.stack(gen.states, 1).float().cpu() if keep_states and gen.states else None  # (B, n, D)
+        stack = lambda rows: torch.stack(rows, 1).cpu() if rows else None  # noqa: E731  (B, steps, 2)
+        latent_att, token_att = stack(gen.latent_attention), stack(gen.decode_attention)
         for b, ex in enumerate(chunk):
             n = gen.num_generated[b]
-            text = encoder.decode(gen.sequences[b, :n].tolist())
-            out.append(PredictionRecord(ex.id, text, n, gen.selected[b], per_question,
-                                        None if states is None else states[b]))
+            ids = gen.sequences[b, :n].tolist()
+            record = PredictionRecord(ex.id, encoder.decode(ids), n, gen.selected[b], per_question,
+                                      None if states is None else states[b])
+            if keep_attention:
+                record.attention = latent_att[b, :n_latents] if latent_att is not None else torch.zeros(0, 4)
+                record.token_attention = token_att[b, :n - 1] if token_att is not None else torch.zeros(0, 4)
+                record.token_ids = ids
+            out.append(record)
         if progress is not None:
             progress(len(out), len(examples))
     return out

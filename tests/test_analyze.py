@@ -73,9 +73,9 @@ def _spy(eng, batch, monkeypatch, intervention=None):
     chunk_fn, select_fn = LatentEngine._latent_chunk, LatentEngine._select
 
     def chunk_spy(self, *args):
-        chunk, mask = chunk_fn(self, *args)
+        chunk, *rest = chunk_fn(self, *args)
         chunks.append(chunk.detach().clone())
-        return chunk, mask
+        return (chunk, *rest)
 
     def select_spy(self, scores, layout, picked, *args):
         seen.append(([scores[b, pos].clone() for b, pos in enumerate(layout.image_pos)], [p.clone() for p in picked]))
@@ -221,3 +221,42 @@ def test_analyze_end_to_end_on_a_tiny_run(tmp_path):
     for png in ("hit_rates.png", "probes.png", "interventions.png"):
         assert (tmp_path / "a" / png).stat().st_size > 1000
     assert "Selection hit rate" in (tmp_path / "a" / "analysis.md").read_text()
+
+
+def test_attention_measures_of_a_hand_set_row():
+    from ivtlr.attention import attention_measures
+
+    # keys: 2 image tokens, 2 text tokens, 1 padding (weight 0); row 2 is uniform over its 4 real keys
+    row = torch.tensor([[0.5, 0.3, 0.1, 0.1, 0.0], [0.25, 0.25, 0.25, 0.25, 0.0]])
+    vision = torch.tensor([[True, True, False, False, False]] * 2)
+    ratio, focus, uniform_ratio, uniform_focus = attention_measures(row, vision).unbind(-1)
+    assert torch.allclose(ratio, torch.tensor([0.8 / 0.2, 1.0]))
+    h0 = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 2 * 0.1 * math.log(0.1))
+    assert torch.allclose(focus, torch.tensor([1 / h0, 1 / math.log(4)]))
+    assert torch.allclose(uniform_ratio, torch.ones(2)) and torch.allclose(uniform_focus, torch.full((2,), 1 / math.log(4)))
+    keys = torch.tensor([[True, True, True, True, True]] * 2)  # the padding counted as a key with zero weight
+    assert torch.allclose(attention_measures(row, vision, keys)[:, 3], torch.full((2,), 1 / math.log(5)))
+
+
+@pytest.mark.parametrize("name", list(KITS))
+def test_generate_reports_attention_per_latent_step_and_token(name):
+    from ivtlr.attention import attention_measures
+
+    kit = KITS[name]
+    eng = LatentEngine(kit.backbone(seed=3), LatentConfig(k=2))
+    batch = collate([kit.sample(s) for s in (1, 2)], kit.tokens.pad)
+    plain, seen = eng.generate(batch, 4), eng.generate(batch, 4, attention=True)
+    assert torch.equal(plain.sequences, seen.sequences) and plain.selected == seen.selected  # analysis changes nothing
+    assert len(seen.latent_attention) == 3 and all(m.shape == (2, 4) for m in seen.latent_attention)
+    assert len(seen.decode_attention) == seen.sequences.shape[1] - 1
+    assert all(bool((m > 0).all()) for m in seen.latent_attention + seen.decode_attention)
+    # latent step 1 reads the prompt's last row: its measures from an eager forward's attention maps, by hand
+    p = int((batch.input_ids[0] == kit.tokens.latent).nonzero()[0])
+    model = kit.model(seed=3)
+    model.set_attn_implementation("eager")
+    ids, mask = batch.input_ids[:, :p], batch.attention_mask[:, :p]
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, **batch.vision, **kit.plain_kwargs(ids), output_attentions=True)
+    row = torch.stack([a[:, :, -1] for a in out.attentions]).mean(dim=(0, 2))  # (B, p) over layers and heads
+    expected = attention_measures(row, (ids == kit.tokens.image) & mask.bool())
+    assert torch.allclose(seen.latent_attention[0], expected, rtol=1e-3)

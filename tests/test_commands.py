@@ -178,3 +178,64 @@ def test_flags_come_from_the_dataclass():
         p.parse_args(["--x.mode", "c"])  # Literal -> choices
     with pytest.raises(SystemExit):
         p.parse_args(["--x.n", "three"])
+
+
+# ------------------------------------------------------------------------------------------------ explain
+def test_explain_a_predictions_file_writes_an_offline_gallery(qwen_checkpoint, synth_dir, tmp_path, capsys):
+    _eval(capsys, "--checkpoint", qwen_checkpoint, "--data", synth_dir, "--out", tmp_path / "e")
+    assert ivtlr(["explain", "--checkpoint", str(qwen_checkpoint), "--predictions", str(tmp_path / "e" / "predictions.jsonl"),
+                  "--data", str(synth_dir), "--limit", "4", "--out", str(tmp_path / "g")]) == 0
+    pngs = sorted((tmp_path / "g").glob("*.png"))
+    page = (tmp_path / "g" / "index.html").read_text()
+    assert len(pngs) == 4 and page.count("data:image/png;base64,") == 4
+    assert "src=\"http" not in page and "<script" not in page  # self-contained: opens offline
+
+
+def test_explain_one_question_and_bad_records(qwen_checkpoint, synth_dir, tmp_path, capsys):
+    from ivtlr.tasks import get_task
+
+    ex = next(iter(get_task("synth").load(str(synth_dir), "test")))
+    ex.image.save(tmp_path / "board.png")
+    assert ivtlr(["explain", "--checkpoint", str(qwen_checkpoint), "--image", str(tmp_path / "board.png"),
+                  "--question", ex.question, "--choices", *ex.choices, "--out", str(tmp_path / "one")]) == 0
+    assert len(list((tmp_path / "one").glob("*.png"))) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "nope", "messages": ["q", "a"], "selected_patches": []}) + "\n")
+    with pytest.raises(SystemExit, match="'nope' is not in the test split"):
+        ivtlr(["explain", "--checkpoint", str(qwen_checkpoint), "--predictions", str(bad), "--data", str(synth_dir),
+               "--out", str(tmp_path / "x")])
+
+
+def _tiles(boxes, w, h):
+    area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes)
+    return abs(area - w * h) < 1e-6 * w * h and min(b[0] for b in boxes) == 0 and max(b[2] for b in boxes) == w
+
+
+def test_qwen_tokens_map_back_to_pixel_boxes_under_any_resize():
+    from PIL import Image
+
+    from ivtlr.backbones.qwen2vl import Qwen2VLPromptEncoder
+    from ivtlr.tokenizer import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer(text_corpus(50), 300)
+    enc = Qwen2VLPromptEncoder(tok)
+    assert enc.token_boxes((84, 84), (3, 3))[5] == (56.0, 28.0, 84.0, 56.0)  # row 1, column 2: one 28 px token
+    image = Image.new("RGB", (100, 60))
+    grid = tuple(int(v) // 2 for v in enc.encode_prompt("q", image)[1]["image_grid_thw"][0, 1:])
+    assert _tiles(enc.token_boxes(image.size, grid), 100, 60)  # the processor's resize: the tokens tile the image
+    square = Qwen2VLPromptEncoder(tok, image_size=56)  # model.image_size: resized to 56 x 56 first
+    boxes = square.token_boxes((100, 60), (2, 2))
+    assert boxes[3] == (50.0, 30.0, 100.0, 60.0) and _tiles(boxes, 100, 60)
+
+
+def test_chameleon_tokens_map_back_to_the_centre_crop():
+    from PIL import Image
+
+    fam = family("chameleon")
+    cfg = TrainConfig().model
+    cfg.backbone, cfg.tiny_hidden, cfg.tiny_layers, cfg.tiny_heads = "chameleon", 32, 2, 2
+    enc = fam.prompt_encoder(fam.build_tiny_tokenizer(cfg, text_corpus(50)))
+    assert enc.n_image_tokens == 144  # 48 px, 4 px per VQ code
+    boxes = enc.token_boxes((64, 48), (12, 12))  # shortest edge 48: the centre 48 x 48 square, x from 8 to 56
+    assert boxes[0] == (8.0, 0.0, 12.0, 4.0) and boxes[-1] == (52.0, 44.0, 56.0, 48.0)
+    assert len(enc.encode_prompt("q", Image.new("RGB", (64, 48)))[0]) >= 144

@@ -185,9 +185,9 @@ def _chunks(eng, batch, monkeypatch):
     original = LatentEngine._latent_chunk
 
     def spy(self, *args):
-        chunk, mask = original(self, *args)
+        chunk, *rest = original(self, *args)
         chunks.append(chunk.detach())
-        return chunk, mask
+        return (chunk, *rest)
 
     monkeypatch.setattr(LatentEngine, "_latent_chunk", spy)
     out = eng.generate(batch, 4)

@@ -91,6 +91,22 @@ class PromptEncoder(ABC):
             image = image.resize((self.image_size, self.image_size))
         return image
 
+    def token_boxes(self, size: tuple[int, int], grid: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+        """The pixel box (x0, y0, x1, y1) in the original image of each image token, raster order.
+
+        Args:
+            size: the original image's (width, height).
+            grid: the (rows, cols) of its image tokens (``Backbone.image_grids``).
+        """
+        w, h = size
+        w1, h1 = (self.image_size, self.image_size) if self.image_size is not None else (w, h)  # after ``resize``
+        sx, sy = w / w1, h / h1
+        return [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in self._boxes((w1, h1), grid)]
+
+    def _boxes(self, size: tuple[int, int], grid: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+        """``token_boxes`` in the coordinates of the image as ``resize`` returns it (the processor's input)."""
+        raise NotImplementedError
+
     @abstractmethod
     def encode_prompt(self, text: str, image) -> tuple[list[int], dict[str, torch.Tensor]]:
         """The prompt ids (image placeholders expanded, ready for the latent slots or the answer to follow)

@@ -77,6 +77,15 @@ class ChameleonPromptEncoder(PromptEncoder):
         self.image_id, self.image_start, self.image_end = conv("<image>"), conv("<racm3:break>"), conv("<eoss>")
         self.bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
 
+    def _boxes(self, size, grid):
+        """The processor scales the shortest edge to the side and centre-crops a square: the VQ grid tiles that
+        centred square of the image (its side: the shortest edge), the margins outside it are never seen."""
+        (w, h), (rows, cols) = size, grid
+        m = min(w, h)
+        x0, y0 = (w - m) / 2, (h - m) / 2
+        return [(x0 + c * m / cols, y0 + r * m / rows, x0 + (c + 1) * m / cols, y0 + (r + 1) * m / rows)
+                for r in range(rows) for c in range(cols)]
+
     def encode_prompt(self, text, image):
         ids = self.encode_text(text)
         if image is None:

@@ -39,6 +39,13 @@ class Qwen2VLPromptEncoder(PromptEncoder):
         self.processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
         self.image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
 
+    def _boxes(self, size, grid):
+        """The processor resizes each axis to a multiple of 28 px (one merged token): the tokens tile the whole image,
+        whatever the resize, so token (r, c) covers the fraction [c/cols, (c+1)/cols] x [r/rows, (r+1)/rows]."""
+        (w, h), (rows, cols) = size, grid
+        return [(c * w / cols, r * h / rows, (c + 1) * w / cols, (r + 1) * h / rows)
+                for r in range(rows) for c in range(cols)]
+
     def encode_prompt(self, text, image):
         content = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": text}]
         chat = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,

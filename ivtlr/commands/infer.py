@@ -16,13 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+from PIL import Image, UnidentifiedImageError
 
-from ..batching import collate
-from ..curriculum import encode_example, inference_sample
+from ..explain import Question, answer
 from ..inference import load_inference
-from ..tasks import Example
-from ..tasks.scoring import official_prediction
 
 
 def _questions(args) -> list[dict]:
@@ -43,49 +40,33 @@ def _questions(args) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PIL import Image, UnidentifiedImageError
-
     p = argparse.ArgumentParser(prog="ivtlr infer", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
     p.add_argument("--base", help="for an authors' .pth: base model for config and tokenizer")
-    p.add_argument("--image")
-    p.add_argument("--question")
-    p.add_argument("--choices", nargs="+")
+    p.add_argument("--image", help="the image file of one question")
+    p.add_argument("--question", help="the question text")
+    p.add_argument("--choices", nargs="+", help="the options, in order (A, B, ...)")
     p.add_argument("--questions", help="JSONL with image, question, choices per line")
     p.add_argument("--latents", type=int, help="latent steps (default: the run's last stage)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="answer budget in tokens (default 32)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--device", help="default: the first GPU, else the CPU")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="default: the project's policy (ivtlr.placement)")
     args = p.parse_args(argv)
 
     rows = _questions(args)
-    inf = load_inference(args.checkpoint, args.base, device=args.device, dtype=args.dtype,
-                         log=lambda m: print(m, file=sys.stderr))
-    engine, encoder, task, tokens = inf.engine, inf.encoder, inf.task, inf.tokens
-    n = inf.config.curriculum.max_latent_stage if args.latents is None else args.latents
-    samples, grids = [], []
+    questions = []
     for i, row in enumerate(rows):
         try:
             image = Image.open(row["image"])
             image.load()
         except (OSError, UnidentifiedImageError) as err:
             raise SystemExit(f"question {i + 1}: cannot read image {row['image']}: {err}")
-        ex = Example(id=str(i), question=row["question"], choices=list(row["choices"]), answer_index=0, image=image)
-        enc = encode_example(task, encoder, ex, tokens.image)
-        samples.append(inference_sample(enc, n, tokens.latent))
-        grids.append(engine.backbone.image_grids(enc.vision)[0])
-    batch = collate(samples, tokens.pad).to(engine.backbone.device)
-    with torch.no_grad():
-        gen = engine.generate(batch, args.max_new_tokens)
-    results = []
-    for b, row in enumerate(rows):
-        k = gen.num_generated[b]
-        text = encoder.decode(gen.sequences[b, :k].tolist())
-        cols = grids[b][1]
-        cells = [[(o // cols, o % cols) for o in step] for step in gen.selected[b]]
-        results.append({"question": row["question"], "output": text, "prediction": official_prediction(text, row["choices"]),
-                        "ar_steps": k, "selected_cells": cells, "grid": grids[b]})
+        questions.append(Question(image, row["question"], list(row["choices"]), id=str(i)))
+    inf = load_inference(args.checkpoint, args.base, device=args.device, dtype=args.dtype,
+                         log=lambda m: print(m, file=sys.stderr))
+    results = [a.to_dict() for a in answer(inf, questions, args.latents, args.max_new_tokens)]
     if args.json:
         print(json.dumps(results, indent=2))
     else:

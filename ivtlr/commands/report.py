@@ -177,7 +177,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
             lines.append(f"| {run} | {stage} | {first:.3f} | {last:.3f} | {n} |")
     if analysis is not None:
         lines += ["", "## Diagnostics of the final model (`ivtlr analyze`)", "", format_markdown(analysis)]
-        lines += [f"![{p}](analysis/{p})" for p in ("hit_rates.png", "probes.png", "interventions.png")
+        lines += [f"![{p}](analysis/{p})" for p in ("hit_rates.png", "probes.png", "interventions.png", "attention.png")
                   if (out / "analysis" / p).is_file()]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", f"Regenerate everything with `{meta['command']}`."]

@@ -1,0 +1,91 @@
+"""``ivtlr explain``: pictures of what each latent step looked at, one PNG per question and an offline HTML gallery.
+
+    ivtlr explain --checkpoint CKPT --image board.png --question "..." --choices red green blue --out DIR
+    ivtlr explain --checkpoint CKPT --predictions runs/eval/predictions.jsonl --data DIR [--limit N] --out DIR
+
+With ``--predictions`` (a file of ``ivtlr eval``) the pictures show that file's answers and selected patches, and
+the gold answer; the images and questions come from ``--data`` (default: the run's), matched by record id. The
+checkpoint is read for its prompt encoder (how image tokens map back to pixels) and, for one question, to answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from ..explain import Answer, Question, answer, predicted_letter, write_gallery
+from ..inference import Inference, load_inference
+
+
+def _from_predictions(inf: Inference, path: Path, data: str | None, split: str, limit: int | None) -> list[Answer]:
+    summary = path.parent / "summary.json"
+    seconds = json.loads(summary.read_text()).get("latency_s", float("nan")) if summary.is_file() else float("nan")
+    examples = {ex.id: ex for ex in inf.task.load(data or inf.config.data.source, split)}
+    out = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        if limit is not None and len(out) >= limit:
+            break
+        rec = json.loads(line)
+        for key in ("id", "messages", "selected_patches"):
+            if key not in rec:
+                raise SystemExit(f"{path} line {i + 1}: no {key!r} field (is it a predictions file of ivtlr eval?)")
+        ex = examples.get(rec["id"])
+        if ex is None:
+            raise SystemExit(f"{path} line {i + 1}: record {rec['id']!r} is not in the {split} split of the data")
+        output = rec["messages"][-1]
+        enc = inf.encoder.encode_prompt(inf.task.prompt(ex, "infer"), ex.image)[1]
+        grid = inf.engine.backbone.image_grids(enc)[0]
+        boxes = inf.encoder.token_boxes(ex.image.size, grid)
+        selected = rec["selected_patches"]
+        if any(o >= len(boxes) for step in selected for o in step):
+            raise SystemExit(f"{path} line {i + 1}: selected patches beyond the image's {len(boxes)} tokens "
+                             "(another checkpoint's predictions?)")
+        q = Question(ex.image, ex.question, list(ex.choices), id=ex.id, answer=ex.answer_letter)
+        out.append(Answer(q, output, predicted_letter(inf.task, ex, output), rec.get("n_generated", 0), seconds,
+                          grid, selected, [[boxes[o] for o in step] for step in selected]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ivtlr explain", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
+    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path)")
+    p.add_argument("--image", help="one question: its image file")
+    p.add_argument("--question", help="one question: its text")
+    p.add_argument("--choices", nargs="+", help="one question: its options, in order")
+    p.add_argument("--predictions", help="a predictions.jsonl of ivtlr eval (instead of one question)")
+    p.add_argument("--data", help="with --predictions: the dataset its ids come from (default: the run's)")
+    p.add_argument("--split", default="test", help="with --predictions: the split (default test)")
+    p.add_argument("--limit", type=int, help="with --predictions: the first N records only")
+    p.add_argument("--latents", type=int, help="one question: latent steps (default: the run's last stage)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="one question: answer budget (default 32)")
+    p.add_argument("--out", required=True, help="output folder: a PNG per question and index.html")
+    args = p.parse_args(argv)
+    if bool(args.predictions) == bool(args.image or args.question or args.choices):
+        p.error("give either --predictions FILE, or --image, --question and --choices")
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be >= 1")
+    inf = load_inference(args.checkpoint, args.base, log=lambda m: print(m, file=sys.stderr))
+    if args.predictions:
+        answers = _from_predictions(inf, Path(args.predictions), args.data, args.split, args.limit)
+    else:
+        if not (args.image and args.question and args.choices):
+            p.error("one question needs --image, --question and --choices")
+        try:
+            image = Image.open(args.image)
+            image.load()
+        except (OSError, UnidentifiedImageError) as err:
+            raise SystemExit(f"ivtlr explain: cannot read image {args.image}: {err}")
+        answers = answer(inf, [Question(image, args.question, list(args.choices), id=Path(args.image).stem)],
+                         args.latents, args.max_new_tokens)
+    page = write_gallery(answers, args.out)
+    for a in answers:
+        print(f"{a.question.id}: {a.prediction} ({a.ar_steps} steps); cells per step: {a.cells}")
+    print(f"wrote {len(answers)} picture(s) and {page}")
+    return 0
