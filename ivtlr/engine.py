@@ -1,6 +1,6 @@
 """The IVT-LR latent engine: latent passes, image-token selection, the training loss and batched generation.
 
-One question goes through (see ../shared/spec/ivtlr-method.md, section 2)::
+One question goes through (docs/engine.md has the exact semantics)::
 
     prompt (with image tokens) | <|latent|> x n | rest (explicit steps + answer, or nothing at inference)
 

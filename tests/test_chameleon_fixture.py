@@ -1,7 +1,7 @@
 """The authors' own code on a tiny Chameleon (golden outputs) against this engine, through their checkpoint layout.
 
 The fixture folder comes from ``IVTLR_REFERENCE_FIXTURE_CHAMELEON`` (default:
-../shared/fixtures/reference-chameleon-tiny); sizes, K, n and token ids are read from its own files, so any
+tests/fixtures/reference-chameleon-tiny); sizes, K, n and token ids are read from its own files, so any
 fixture of the same layout can be checked. The layouts differ on purpose (see the fixture's README): cases 0-1
 end with Chameleon's separator after the latent slots (teacher-forced before decoding, as "rest"), case 2 ends
 with the latents, and case 3 (training) has no image start/end markers around its placeholders.
@@ -23,9 +23,16 @@ from ivtlr.compat import CheckpointError, load_authors_checkpoint
 from ivtlr.engine import LatentBatch, LatentConfig, LatentEngine
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = HERE.parent.parent / "shared" / "fixtures" / "reference-chameleon-tiny"
+DEFAULT = HERE / "fixtures" / "reference-chameleon-tiny"
 FIXTURE = Path(os.environ.get("IVTLR_REFERENCE_FIXTURE_CHAMELEON", DEFAULT))
-pytestmark = pytest.mark.skipif(not (FIXTURE / "expected.json").is_file(), reason=f"no fixture at {FIXTURE}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fixture_present():
+    """A missing fixture fails (it never skips): the exactness claim rests on it."""
+    if not all((FIXTURE / name).is_file() for name in ("expected.json", "cases.pt", "model.pth", "config.json")):
+        pytest.fail(f"no complete reference fixture at {FIXTURE} (set IVTLR_REFERENCE_FIXTURE_CHAMELEON or restore tests/fixtures/)",
+                    pytrace=False)
 TOL = 1e-4
 
 
@@ -130,7 +137,6 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
     torch.save({k: v for k, v in sd.items() if "vqmodel.encoder.conv_in" not in k}, broken)
     with pytest.raises(CheckpointError, match=r"broken\.pth does not fit a 'chameleon' model: missing .*conv_in"):
         load_authors_checkpoint(broken, FIXTURE)
-    other = HERE.parent.parent / "shared" / "fixtures" / "reference-qwen2vl-tiny" / "model.pth"
-    if other.is_file():
-        with pytest.raises(CheckpointError, match="does not fit a 'chameleon' model"):
-            load_authors_checkpoint(other, FIXTURE)
+    other = HERE / "fixtures" / "reference-qwen2vl-tiny" / "model.pth"
+    with pytest.raises(CheckpointError, match="does not fit a 'chameleon' model"):
+        load_authors_checkpoint(other, FIXTURE)

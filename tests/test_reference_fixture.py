@@ -1,6 +1,6 @@
 """The authors' own code on a tiny Qwen2-VL (golden outputs) against this engine, through their checkpoint layout.
 
-The fixture folder comes from ``IVTLR_REFERENCE_FIXTURE`` (default: ../shared/fixtures/reference-qwen2vl-tiny);
+The fixture folder comes from ``IVTLR_REFERENCE_FIXTURE`` (default: tests/fixtures/reference-qwen2vl-tiny);
 sizes, K, n and token ids are read from its own files, so any fixture of the same layout can be checked.
 """
 
@@ -18,9 +18,16 @@ from ivtlr.compat import CheckpointError, load_authors_checkpoint
 from ivtlr.engine import LatentBatch, LatentConfig, LatentEngine
 
 HERE = Path(__file__).resolve().parent
-DEFAULT = HERE.parent.parent / "shared" / "fixtures" / "reference-qwen2vl-tiny"
+DEFAULT = HERE / "fixtures" / "reference-qwen2vl-tiny"
 FIXTURE = Path(os.environ.get("IVTLR_REFERENCE_FIXTURE", DEFAULT))
-pytestmark = pytest.mark.skipif(not (FIXTURE / "expected.json").is_file(), reason=f"no fixture at {FIXTURE}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fixture_present():
+    """A missing fixture fails (it never skips): the exactness claim rests on it."""
+    if not all((FIXTURE / name).is_file() for name in ("expected.json", "cases.pt", "model.pth", "config.json")):
+        pytest.fail(f"no complete reference fixture at {FIXTURE} (set IVTLR_REFERENCE_FIXTURE or restore tests/fixtures/)",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +94,6 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"x": object()}, pickled)
     with pytest.raises(CheckpointError, match="pickled.pth: cannot be read"):
         load_authors_checkpoint(pickled, FIXTURE)
-    other = HERE.parent.parent / "shared" / "fixtures" / "reference-chameleon-tiny" / "model.pth"
-    if other.is_file():
-        with pytest.raises(CheckpointError, match="does not fit a 'qwen2_vl' model"):
-            load_authors_checkpoint(other, FIXTURE)
+    other = HERE / "fixtures" / "reference-chameleon-tiny" / "model.pth"
+    with pytest.raises(CheckpointError, match="does not fit a 'qwen2_vl' model"):
+        load_authors_checkpoint(other, FIXTURE)

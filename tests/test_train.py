@@ -102,3 +102,35 @@ def test_two_process_ddp_keeps_identical_weights(synth_dir, tmp_path):
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
     assert all(r["ddp"] == "DistributedDataParallel" and r["steps"] == 4 for r in ranks)
     assert ranks[0]["sum"] == ranks[1]["sum"] and ranks[0]["first"] == ranks[1]["first"]
+
+
+# Golden losses of a short deterministic run: 16 optimizer steps of batch 4 over 16 questions, stage 0 then stage 1
+# (two epochs of 4 steps each), one thread. A change to the trainer, the curriculum, the engine or the data
+# that moves any loss fails here. Regenerate after an intended change: IVTLR_REGEN_GOLDEN=1 pytest -k golden -s
+GOLDEN_LOSSES = [5.716365, 5.550554, 5.416888, 5.282006, 5.154417, 5.030357, 4.896112, 4.771611, 4.666939, 4.586794,
+                 4.455381, 4.316902, 4.188389, 4.087655, 3.982523, 3.863888]
+
+
+def test_golden_losses_of_a_short_run(tmp_path):
+    import torch
+
+    from ivtlr.config import TrainConfig
+    from ivtlr.train import Trainer
+
+    data = tmp_path / "data"
+    generate(data, n_train=16, n_test=4, seed=5)
+    cfg = TrainConfig.from_dict({
+        "data": {"task": "synth", "source": str(data), "val_size": 0},
+        "model": {"tiny_hidden": 32, "tiny_layers": 2, "tiny_heads": 2, "tiny_vision_depth": 1, "tiny_vocab": 300},
+        "curriculum": {"epochs_per_stage": 2, "max_latent_stage": 1},
+        "optim": {"lr": 3e-3, "batch_size": 4, "seed": 11},
+        "latent": {"k": 2},
+        "run": {"out_dir": str(tmp_path / "run"), "progress": False},
+    })
+    assert torch.get_num_threads() == 1  # tests/conftest.py: bit-stable on one thread
+    Trainer(cfg).run()
+    got = [v for _, v in sorted(losses(tmp_path / "run").items())]
+    if os.environ.get("IVTLR_REGEN_GOLDEN"):
+        print("GOLDEN_LOSSES =", [round(v, 6) for v in got])
+    assert len(got) == 16
+    torch.testing.assert_close(torch.tensor(got), torch.tensor(GOLDEN_LOSSES), rtol=1e-4, atol=1e-5)

@@ -35,7 +35,7 @@ def stages(results: dict, n: int) -> list[tuple[int, dict]]:
 
 
 def targets(results: dict, meta: dict) -> list[tuple[str, bool, str]]:
-    """The demo's targets (issue #9): (target, met, measured)."""
+    """The demo's targets (docs/results.md lists them): (target, met, measured)."""
     judge, chance = meta["judge"], 100 * meta["chance"]
     r = results
     acc = lambda key: _acc(r[key], judge)  # noqa: E731
