@@ -20,7 +20,6 @@ What it is not: training or the accuracy table of ``ivtlr eval`` (it reuses the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass

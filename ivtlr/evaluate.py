@@ -15,7 +15,7 @@ import torch
 from .batching import collate
 from .curriculum import EncodedExample, encode_example, inference_sample
 from .engine import LatentEngine
-from .tasks.base import ANSWER_PREFIX
+from .tasks.prompts import ANSWER_PREFIX
 
 
 @dataclass
@@ -81,7 +81,7 @@ def predict(
 
 def written_steps(output: str) -> list[str]:
     """The reasoning steps of a generated text: its lines before the answer line (each step is trained as
-    ``step + "\n"``, see ``ivtlr.tasks.base.step_target``)."""
+    ``step + "\n"``, see ``ivtlr.tasks.prompts.step_target``)."""
     lines = [line.strip() for line in output.split("\n")]
     return [line for line in lines if line and not line.startswith(ANSWER_PREFIX.split(",")[0])]
 

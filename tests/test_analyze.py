@@ -114,7 +114,7 @@ def test_each_intervention_changes_exactly_what_it_names(kit, monkeypatch):
     # latent vision replaced at every step: the fed-back states of step 1 are unchanged; no patch twice
     out, chunks, seen = _spy(eng, batch, monkeypatch, Intervention(vision="lowest"))
     for b in range(3):
-        scores, picked = seen[0][0][b], seen[0][1][b]
+        scores = seen[0][0][b]
         assert sorted(out.selected[b][0]) == sorted(scores.topk(2, largest=False).indices.tolist())
         picks = [o for step in out.selected[b] for o in step]
         assert len(set(picks)) == len(picks) == 6
@@ -173,7 +173,7 @@ def test_step_truth_from_pixels_matches_the_generator(knobs):
 def test_synth_judge_reads_every_option_letter(tmp_path):
     from ivtlr.data.synth import generate
     from ivtlr.tasks import get_task
-    from ivtlr.tasks.scoring import score_file
+    from ivtlr.tasks import score_file
 
     generate(tmp_path / "d", 4, 60, seed=0, fixed_options=True)
     task = get_task("synth")

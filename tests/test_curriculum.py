@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import random
 
 import pytest
-import torch
 
 from ivtlr.batching import Sample, collate
 from ivtlr.config import CurriculumConfig

@@ -8,8 +8,9 @@ import json
 import pytest
 from PIL import Image
 
-from ivtlr.tasks import DataError, Example, Prediction, get_task, score_file, score_main
-from ivtlr.tasks.base import read_jsonl, write_jsonl
+from ivtlr.commands.score import main as score_main
+from ivtlr.tasks import DataError, Example, Prediction, get_task, score_file
+from ivtlr.tasks.predictions import read_jsonl, write_jsonl
 from ivtlr.tasks.scoring import (
     judge_answer,
     official_prediction,

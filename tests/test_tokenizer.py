@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from ivtlr.data.synth import SynthConfig, make_example, text_corpus
-from ivtlr.tasks.base import format_prompt
+from ivtlr.tasks.prompts import format_prompt
 from ivtlr.tokenizer import (
     LATENT_TOKENS, QWEN2VL_SPECIAL_TOKENS, _train_bpe, add_latent_tokens, build_tiny_tokenizer, load_tokenizer,
 )

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import torch
 
 from ..attention import register_lastrow_backend
 from ..tokenizer import PROMPT_TEXT, add_latent_tokens, train_bpe_model
 from .base import Backbone, PromptEncoder, TokenIds, seeded_init
-
-if TYPE_CHECKING:
-    from ..config import ModelConfig
 
 
 class ChameleonPromptEncoder(PromptEncoder):

@@ -7,6 +7,7 @@ analysis/analysis.json.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from ..analyze import format_markdown

@@ -19,16 +19,9 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from ivtlr.tasks.base import (
-    ANSWER_OUT_OF_RANGE,
-    LETTERS,
-    BadRecord,
-    Example,
-    Task,
-    check_choices,
-    require,
-)
 from ivtlr.tasks.scoring import official_prediction, reference_candidates, reference_text
+from ivtlr.tasks.base import Task
+from ivtlr.tasks.examples import ANSWER_OUT_OF_RANGE, BadRecord, Example, LETTERS, check_choices, require
 
 
 @dataclass

@@ -20,8 +20,9 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
-from ivtlr.tasks.base import ANSWER_OUT_OF_RANGE, BadRecord, Example, Task, check_choices, require
 from ivtlr.tasks.scoring import sqa_prediction
+from ivtlr.tasks.base import Task
+from ivtlr.tasks.examples import ANSWER_OUT_OF_RANGE, BadRecord, Example, check_choices, require
 
 SUBJECT_CATEGORIES = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
 

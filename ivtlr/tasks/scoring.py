@@ -12,15 +12,10 @@ What it is not: the per-benchmark glue (which judge reads which field): that is 
 
 from __future__ import annotations
 
-import argparse
-import json
 import re
-import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from ivtlr.tasks.examples import LETTERS
 
-from ivtlr.tasks.base import LETTERS, DataError, read_jsonl
 
 # The official judge knows six option letters (its ALPHA_MAP).
 OFFICIAL_LETTERS = "ABCDEF"
@@ -113,62 +108,3 @@ def sqa_prediction(text: str) -> int:
 
 # ----------------------------------------------------------------------------------------------------------
 # Scoring a predictions file
-
-
-def score_file(
-    path: str | Path,
-    judge: str | None = None,
-    task: str = "m3cot",
-    verdicts: bool = False,
-    quiet: bool = False,
-) -> dict[str, Any]:
-    """Score a predictions JSONL (ours or another model's) and print the accuracy table.
-
-    Args:
-        path: the JSONL file.
-        judge: "official" or "reference" (M3CoT), "reference" (ScienceQA), "all" (side by side); None means
-            the task's default judge (M3CoT: "official").
-        task: the task name ("m3cot", "synth", "scienceqa").
-        verdicts: also print, and return under "verdicts", the per-id predictions and verdicts.
-        quiet: print nothing.
-    Returns:
-        `ScoreReport.to_dict(verdicts)` plus "file".
-    Errors:
-        DataError for a bad record, ValueError for an unknown judge, OSError for an unreadable file.
-    """
-    from ivtlr.tasks import get_task  # here: the registry imports the tasks, which import this module
-
-    the_task = get_task(task)
-    the_task.resolve_judges(judge)  # an unknown judge fails before the file is read
-    report = the_task.score_records(read_jsonl(path, the_task.record_fields), judge)
-    if not quiet:
-        print(report.format(verdicts=verdicts))
-    return {"file": str(path), **report.to_dict(verdicts=verdicts)}
-
-
-def score_main(argv: Sequence[str] | None = None) -> int:
-    """`ivtlr score [--task m3cot] FILE.jsonl [--judge official|reference|all] [--json]`.
-
-    Prints the accuracy table (overall, per domain, per topic; per category for ScienceQA), or with --json a
-    JSON object that also holds the per-id verdicts. Returns the exit status: 0, or 1 on a bad file.
-    """
-    from ivtlr.tasks import TASKS  # here, as in score_file: the registry imports this module
-
-    parser = argparse.ArgumentParser(prog="ivtlr score", description="Score a predictions JSONL file.")
-    parser.add_argument("file", help="predictions JSONL (M3CoT custom format)")
-    parser.add_argument("--task", default="m3cot", choices=sorted(TASKS), help="benchmark (default: m3cot)")
-    parser.add_argument(
-        "--judge", choices=sorted({j for t in TASKS.values() for j in t.judge_names}) + ["all"], default=None,
-        help="judge (default: the task's own: 'official' for M3CoT, 'official_az' for synth); 'all' shows every "
-             "judge side by side",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON, per-id verdicts included")
-    args = parser.parse_args(argv)
-    try:
-        result = score_file(args.file, judge=args.judge, task=args.task, verdicts=args.json, quiet=args.json)
-    except (DataError, OSError, ValueError) as err:
-        print(f"ivtlr score: error: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-    return 0

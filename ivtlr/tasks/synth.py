@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ivtlr.tasks.base import LETTERS, Examples
+from ivtlr.data.synth.truth import step_truth
 from ivtlr.tasks.m3cot import M3CoTTask
 from ivtlr.tasks.scoring import official_prediction
+from ivtlr.tasks.examples import Examples, LETTERS
 
 
 @dataclass
@@ -53,8 +54,6 @@ class SynthTask(M3CoTTask):
     def step_truth(self, example):
         """What each rationale step reads (cells, contents), re-derived from the image and the category field;
         see ``ivtlr.data.synth.step_truth``. Raises ValueError naming the record when the image disagrees."""
-        from ivtlr.data.synth import step_truth
-
         try:
             return step_truth(example.image, example.extra.get("category", ""), example.topic,
                               example.choices[example.answer_index])

@@ -1,0 +1,57 @@
+"""The predictions JSONL: writing it and reading it back with every line checked."""
+
+from __future__ import annotations
+
+import json
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from pathlib import Path
+from typing import Any
+from ivtlr.tasks.examples import DataError, MISSING_FIELD
+
+
+# messages = [prompt text, generated text] (tasks may add fields, e.g. ScienceQA's categories)
+
+
+def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]]) -> Path:
+    """Write records one JSON object per line (UTF-8, not ASCII-escaped). Overwrites: a rerun never appends
+    to an old file. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read a predictions JSONL, checking each record.
+
+    Errors:
+        DataError (source "<path>:<line>") for invalid JSON, a missing required field, an empty `messages`
+        list or a duplicate id (e.g. a file that a rerun appended to).
+    """
+    records, seen = [], set()
+    with Path(path).open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(where, f"line {lineno}", "invalid_json", str(err)) from None
+            if not isinstance(record, dict):
+                raise DataError(where, f"line {lineno}", "invalid_json", "a line must hold a JSON object")
+            record_id = str(record.get("id", f"line {lineno}"))
+            for name in required:
+                if record.get(name) is None:
+                    raise DataError(where, record_id, MISSING_FIELD, f"field {name!r} is missing")
+            if "messages" in required and not record["messages"]:
+                raise DataError(where, record_id, MISSING_FIELD, "messages is empty")
+            if record_id in seen:
+                raise DataError(where, record_id, "duplicate_id", "the id occurs twice in the file")
+            seen.add(record_id)
+            records.append(record)
+    return records
