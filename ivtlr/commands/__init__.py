@@ -19,6 +19,7 @@ VERBS = {
     "infer": ("ivtlr.commands.infer", "answer questions about images; show each latent step's patches"),
     "analyze": ("ivtlr.commands.analyze", "diagnostics of the latent steps: selections, probes, interventions"),
     "explain": ("ivtlr.commands.explain", "pictures of each latent step's patches: a PNG per question, an HTML gallery"),
+    "serve": ("ivtlr.commands.serve", "a web page for a checkpoint: upload an image, ask, see each step's patches"),
     "experiments": ("ivtlr.commands.experiments", "the measured experiments of docs/latent-reasoning.md"),
     "report": ("ivtlr.commands.report", "rebuild a demo's report from its results.json (optionally publish to docs)"),
     "score": ("ivtlr.commands.score", "score a predictions JSONL (M3CoT custom format)"),
