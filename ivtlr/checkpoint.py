@@ -7,13 +7,15 @@ Layout of ``<out_dir>/checkpoints/step-000120/``::
     tokenizer/          the tokenizer with the latent tokens
     trainer_state.pt    step, epoch, batch position, stage, optimizer, scheduler, RNG states
     meta.json           step, stage, tag (e.g. "stage-1-end"), the model kind and its dtype
+    checksums.json      size and SHA-256 of every other file, verified when the checkpoint is loaded
 
-A checkpoint is written into ``.tmp-step-000120`` and renamed when complete: a crash never leaves a
-half-written checkpoint that ``--resume`` would pick.
+A checkpoint is written into ``.tmp-step-000120`` and renamed when complete: a crash (or a full disk) never
+leaves a half-written checkpoint that ``--resume`` would pick, and the previous checkpoints stay intact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -23,6 +25,50 @@ import numpy as np
 import torch
 
 from .backbones.base import unwrap_peft
+
+
+CHECKSUMS = "checksums.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, corrupt or not this project's; the message names the file."""
+
+
+def _sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    sums = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Check every file of a checkpoint against its checksums.json; raise CheckpointError naming the first bad one.
+
+    Checkpoints written before checksums existed (no checksums.json) are accepted as they are."""
+    path = Path(path)
+    listing = path / CHECKSUMS
+    if not listing.is_file():
+        return
+    try:
+        sums = json.loads(listing.read_text())
+    except (ValueError, OSError) as err:
+        raise CheckpointError(f"{listing}: unreadable ({err})") from None
+    for name, want in sums.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing (the checkpoint is incomplete)")
+        size = file.stat().st_size
+        if size != want["size"]:
+            raise CheckpointError(f"{file}: {size} bytes, but {want['size']} were written (truncated or replaced)")
+        if _sha256(file) != want["sha256"]:
+            raise CheckpointError(f"{file}: its contents changed since it was written (checksum mismatch: corrupt)")
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
@@ -61,6 +107,24 @@ def save_checkpoint(out_dir, step: int, model, tokenizer, config, trainer_state:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    try:
+        _write(tmp, step, model, tokenizer, config, trainer_state, tag)
+    except OSError as err:  # a full disk, a quota: the previous checkpoints are untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(err.errno, f"writing checkpoint {final} failed ({err.strerror or err}); nothing was replaced, "
+                                 "the previous checkpoints are intact", str(tmp)) from err
+    if final.exists():  # a re-run of the same step after a resume: replace
+        shutil.rmtree(final)
+    tmp.rename(final)
+    existing = list_checkpoints(out_dir)
+    keep = protect | {final.name}  # never the checkpoint just written
+    removable = [p for p in existing[:-keep_last] if p.name not in keep] if keep_last > 0 else []
+    for old in removable:
+        shutil.rmtree(old)
+    return final
+
+
+def _write(tmp: Path, step: int, model, tokenizer, config, trainer_state: dict, tag: str) -> None:
     is_peft = unwrap_peft(model) is not model
     if is_peft:
         model.save_pretrained(tmp / "model", safe_serialization=True)  # the PEFT adapter
@@ -76,14 +140,7 @@ def save_checkpoint(out_dir, step: int, model, tokenizer, config, trainer_state:
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")  # a LoRA base is rebuilt in it
     (tmp / "meta.json").write_text(json.dumps({"step": step, "tag": tag, "stage": trainer_state.get("stage"),
                                                "kind": "lora" if is_peft else "full", "dtype": dtype}))
-    if final.exists():  # a re-run of the same step after a resume: replace
-        shutil.rmtree(final)
-    tmp.rename(final)
-    existing = list_checkpoints(out_dir)
-    removable = [p for p in existing[:-keep_last] if p.name not in protect] if keep_last > 0 else []
-    for old in removable:
-        shutil.rmtree(old)
-    return final
+    write_checksums(tmp)
 
 
 def stage_checkpoints(run: str | Path) -> dict[int, Path]:
@@ -100,7 +157,21 @@ def read_meta(path: str | Path) -> dict:
     meta = Path(path) / "meta.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{path} is not a complete ivtlr checkpoint (no meta.json)")
-    return json.loads(meta.read_text())
+    try:
+        return json.loads(meta.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{meta}: not valid JSON ({err})") from None
+
+
+def load_trainer_state(path: str | Path) -> dict:
+    """The trainer state of a checkpoint (written by this project: optimizer and RNG states need full pickling)."""
+    file = Path(path) / "trainer_state.pt"
+    try:
+        return torch.load(file, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001  (torch raises RuntimeError, EOFError, UnpicklingError, ...)
+        raise CheckpointError(f"{file}: unreadable ({type(err).__name__}: {err})") from None
 
 
 def load_weights(model, path: str | Path) -> None:
@@ -117,7 +188,15 @@ def load_weights(model, path: str | Path) -> None:
         file = path / "model.safetensors"
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no weights")
-        missing, unexpected = load_model(model, str(file), strict=False)
+        missing, unexpected = load_safetensors(model, file, load_model)
         if missing or unexpected:
             raise ValueError(f"{file}: weights do not fit the model: missing {sorted(missing)[:3]}, "
                              f"unexpected {sorted(unexpected)[:3]}")
+
+
+def load_safetensors(model, file: Path, loader) -> tuple[list[str], list[str]]:
+    """``loader(model, file, strict=False)`` with an unreadable file named in a CheckpointError."""
+    try:
+        return loader(model, str(file), strict=False)
+    except Exception as err:  # noqa: BLE001  (SafetensorError, OSError, RuntimeError on shape mismatch)
+        raise CheckpointError(f"{file}: cannot load weights ({type(err).__name__}: {' '.join(str(err).split())[:300]})") from None

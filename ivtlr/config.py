@@ -8,9 +8,12 @@ checkpoint as ``config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
@@ -202,7 +205,10 @@ class RunConfig:
     log_every: int = 10
     """Progress-bar refresh and TensorBoard scalars every N steps."""
     resume: bool = False
-    """Continue from the newest checkpoint in out_dir (exactly: same data order, RNG and optimizer state)."""
+    """Continue from the newest valid checkpoint in out_dir (exactly: same data order, RNG and optimizer state)."""
+    overwrite: bool = False
+    """Start afresh in an out_dir that already holds a run: its checkpoints, metrics and logs are deleted first.
+    Without it (or resume) such a folder is refused, so a finished run is never replaced by accident."""
     gradient_checkpointing: bool = False
     """Layer checkpointing (drops the KV cache in training: the engine then recomputes the prefix per pass)."""
     val_every: int = 0
@@ -235,28 +241,91 @@ class TrainConfig:
         return {s: dataclasses.asdict(getattr(self, s)) for s in self.SECTIONS}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        unknown = set(data) - set(cls.SECTIONS)
-        if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)} (known: {list(cls.SECTIONS)})")
+    def from_dict(cls, data: dict, source: str = "the config") -> "TrainConfig":
+        """Build and validate a config; a ValueError names ``source``, the key, and the closest valid key."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping of sections {list(cls.SECTIONS)}, got {type(data).__name__}")
+        for section in data:
+            if section not in cls.SECTIONS:
+                raise ValueError(f"{source}: unknown section {section!r}{_did_you_mean(section, cls.SECTIONS)}")
         kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}
         parts = {}
         for section in cls.SECTIONS:
             values = data.get(section) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"{source}: section {section!r} must be a mapping of keys, got {values!r}")
             section_cls = type(kinds[section]())
-            names = {f.name for f in dataclasses.fields(section_cls)}
-            bad = set(values) - names
-            if bad:
-                raise ValueError(f"unknown keys in section '{section}': {sorted(bad)}")
-            parts[section] = section_cls(**values)
+            hints = typing.get_type_hints(section_cls)
+            names = [f.name for f in dataclasses.fields(section_cls) if f.init]
+            for key, value in values.items():
+                if key not in names:
+                    raise ValueError(f"{source}: unknown key {section}.{key}{_did_you_mean(key, names, section)}")
+                check_type(f"{section}.{key}", hints[key], value, source)
+            try:
+                parts[section] = section_cls(**values)
+            except ValueError as err:
+                raise ValueError(f"{source}: {err}") from None
         return cls(**parts)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of sections")
-        return cls.from_dict(data)
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+        if data is None:
+            raise ValueError(f"{path} is empty (a config needs at least one section, e.g. `data: {{task: synth}}`)")
+        return cls.from_dict(data, source=str(path))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _did_you_mean(word: str, options, section: str | None = None) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean {section + '.' if section else ''}{close[0]}?)"
+    return f" (valid: {', '.join(options)})"
+
+
+def check_type(name: str, tp, value: Any, source: str = "the config") -> None:
+    """Raise ValueError naming ``name`` if ``value`` (from YAML) does not fit the field's type ``tp``."""
+    if not _fits(tp, value):
+        raise ValueError(f"{source}: {name} must be {_describe(tp)}, got {value!r}")
+
+
+def _fits(tp, value) -> bool:
+    origin = get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return value in get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        args = [a for a in get_args(tp) if a is not Ellipsis] or [Any]
+        return isinstance(value, (list, tuple)) and all(_fits(args[0], v) for v in value)
+    return True
+
+
+def _describe(tp) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (list, tuple):
+        return f"a list of {_describe((get_args(tp) or (Any,))[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))

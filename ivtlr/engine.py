@@ -261,6 +261,22 @@ class LatentEngine:
         backbone.configure_attention()
 
     # ------------------------------------------------------------------------------------------ layout
+    def _check_positions(self, batch: LatentBatch, max_new_tokens: int) -> None:
+        """Refuse a sample whose prompt, latent steps (K + 1 positions each) and answer budget exceed the model's
+        positions: the model never saw such positions, and its answer would be silently wrong."""
+        limit = self.backbone.max_positions
+        if limit is None:
+            return
+        n = (batch.input_ids == self.backbone.tokens.latent).sum(1)
+        need = batch.attention_mask.sum(1) + n * self.config.k_effective + max_new_tokens
+        over = (need > limit).nonzero()[:, 0].tolist()
+        if over:
+            b = over[0]
+            raise ValueError(f"{batch.name(b)}: {int(batch.attention_mask[b].sum() - n[b])} prompt positions + "
+                             f"{int(n[b])} latent steps x (K={self.config.k_effective} + 1) + {max_new_tokens} new "
+                             f"tokens = {int(need[b])} positions, but the model has {limit} "
+                             f"({len(over)} of {len(n)} question(s) in the batch are too long)")
+
     def _layout(self, batch: LatentBatch) -> _Layout:
         ids, mask = batch.input_ids, batch.attention_mask
         B, T = ids.shape
@@ -486,6 +502,7 @@ class LatentEngine:
         """
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        self._check_positions(batch, max_new_tokens)
         latent_attention: list[torch.Tensor] = []
         decode_attention: list[torch.Tensor] = []
         seq, layout, pending, selected, states = self._run_latents(batch, intervention,

@@ -39,6 +39,16 @@ class Question:
     id: str = ""
     answer: str | None = None  # the gold option letter, when known
 
+    def __post_init__(self):
+        name = f"question {self.id!r}" if self.id else "the question"
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"{name}: the question text is empty")
+        if (not isinstance(self.choices, (list, tuple)) or not 2 <= len(self.choices) <= 26
+                or not all(isinstance(c, str) and c.strip() for c in self.choices)):
+            raise ValueError(f"{name}: choices must be a list of 2 to 26 non-empty option strings (letters A-Z), "
+                             f"got {str(self.choices)[:80]}")
+        self.choices = list(self.choices)
+
 
 @dataclass
 class Answer:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import torch
 
 from .backbones import Backbone, family, family_of
-from .checkpoint import read_meta
+from .checkpoint import load_safetensors, read_meta, verify_checkpoint
 from .compat import load_authors_checkpoint
 from .config import ModelConfig, TrainConfig
 from .placement import Placement, place
@@ -100,6 +100,7 @@ def load_model(path: str | Path, base: str | None = None, dtype: str = "auto", d
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint at {path}")
     meta = read_meta(path)
+    verify_checkpoint(path)
     cfg = TrainConfig.load(path / "config.yaml")
     from transformers import AutoTokenizer
 
@@ -110,7 +111,7 @@ def load_model(path: str | Path, base: str | None = None, dtype: str = "auto", d
 
         where = place(dtype, device, pretrained=cfg.model.name_or_path is not None)
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(path / "model"))
-        missing, unexpected = load_weights(model, str(path / "model" / "model.safetensors"), strict=False)
+        missing, unexpected = load_safetensors(model, path / "model" / "model.safetensors", load_weights)
         if missing or unexpected:
             raise ValueError(f"{path}: weights do not fit: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
         if model.config.model_type == "chameleon":  # discrete codes: no gradient ever reaches the VQ image tokenizer

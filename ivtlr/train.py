@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from torch import nn
 
 from .backbones import TokenIds, family_of
 from .batching import collate
-from .checkpoint import list_checkpoints, load_weights, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CheckpointError, list_checkpoints, load_trainer_state, load_weights, rng_state, save_checkpoint,
+                         set_rng_state, verify_checkpoint)
 from .config import TrainConfig
 from .curriculum import Curriculum, EncodedExample, encode_example
 from .engine import LatentBatch, LatentEngine
@@ -122,6 +124,23 @@ class Position:
     batch: int = 0
 
 
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a folder that holds a run unless told to continue it or to replace it."""
+    if resume and overwrite:
+        raise ValueError("--run.resume and --run.overwrite exclude each other: continue the run, or replace it")
+    held = [name for name in ("checkpoints", "metrics.jsonl", "tensorboard") if (out / name).exists()]
+    if not held or resume:
+        return
+    if not overwrite:
+        n = len(list_checkpoints(out))
+        raise ValueError(f"{out} already holds a run ({n} checkpoint(s); {', '.join(held)}): continue it with "
+                         "--run.resume, start afresh with --run.overwrite (deletes it), or choose another "
+                         "--run.out_dir")
+    for name in held:
+        target = out / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -136,7 +155,12 @@ class Trainer:
         self.acc = Accelerator(cpu=cpu, gradient_accumulation_steps=cfg.optim.grad_accum)
         self.is_main = self.acc.is_main_process
         self.out = Path(cfg.run.out_dir)
+        if cfg.data.source and not Path(cfg.data.source).is_absolute() and Path(cfg.data.source).exists():
+            # a local dataset is recorded absolute, so the checkpoints evaluate from any directory
+            cfg = self.config = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                                  source=str(Path(cfg.data.source).resolve())))
         if self.is_main:
+            claim_run_folder(self.out, cfg.run.resume, cfg.run.overwrite)
             self.out.mkdir(parents=True, exist_ok=True)
             cfg.save(self.out / "config.yaml")
         self.s: Setup = build_setup(cfg, device=self.acc.device, log=self.log)
@@ -221,9 +245,18 @@ class Trainer:
         if not ckpts:
             self.log(f"--run.resume: no checkpoint in {self.out}/checkpoints, starting fresh")
             return False
-        path = ckpts[-1]
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
-        load_weights(self.s.model, path)
+        for path in reversed(ckpts):  # the newest valid one; a corrupt newest one falls back, with a warning
+            try:
+                verify_checkpoint(path)
+                state = load_trainer_state(path)
+                load_weights(self.s.model, path)
+                break
+            except CheckpointError as err:
+                older = [p for p in ckpts if p < path]
+                if not older:
+                    raise CheckpointError(f"--run.resume: no valid checkpoint in {self.out}/checkpoints; the last "
+                                          f"one tried: {err}") from None
+                self.log(f"warning: {path} is corrupt ({err}); resuming from {older[-1]} instead")
         self.pos = Position(**state["position"])
         self.new_optimizer()
         self.optimizer.optimizer.load_state_dict(state["optimizer"])

@@ -32,8 +32,11 @@ def test_eval_a_run_checkpoint(qwen_checkpoint, synth_dir, tmp_path, capsys):
     assert len(rows) == 6 and summary["ar_steps"] > 0
     assert all(len(r["selected_patches"]) == 2 and all(len(s) == 2 for s in r["selected_patches"]) for r in rows)
     assert "qwen2-vl" in printed and "float32" in printed  # the backbone, device and dtype with the reason
-    with pytest.raises(SystemExit, match="not empty"):  # results are never appended to an old folder
-        ivtlr(["eval", "--checkpoint", str(qwen_checkpoint), "--out", str(tmp_path / "e")])
+    # results are never appended to an old folder: one line, exit status 2
+    capsys.readouterr()
+    assert ivtlr(["eval", "--checkpoint", str(qwen_checkpoint), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ivtlr eval: error: ") and "not empty" in err and err.count("\n") == 1
 
 
 def test_eval_latent_overrides_reach_the_engine(qwen_checkpoint, synth_dir, tmp_path, capsys):
@@ -83,10 +86,12 @@ def test_eval_an_authors_chameleon_checkpoint(synth_dir, tmp_path, capsys):
     assert [r["selected_patches"] for r in rows] == [[list(s) for s in sel] for sel in gen.selected]
 
 
-def test_authors_checkpoint_needs_its_base(tmp_path):
+def test_authors_checkpoint_needs_its_base(tmp_path, capsys):
     pth, *_ = _tiny_chameleon(tmp_path)
-    with pytest.raises(ValueError, match="pass the base model"):
-        ivtlr(["eval", "--checkpoint", str(pth), "--out", str(tmp_path / "e")])
+    assert ivtlr(["eval", "--checkpoint", str(pth), "--out", str(tmp_path / "e")]) == 2
+    assert "pass the base model" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="pass the base model"):  # --debug: the exception itself
+        ivtlr(["eval", "--checkpoint", str(pth), "--out", str(tmp_path / "e"), "--debug"])
 
 
 def test_infer_one_question(qwen_checkpoint, synth_dir, tmp_path, capsys):
@@ -104,12 +109,12 @@ def test_infer_one_question(qwen_checkpoint, synth_dir, tmp_path, capsys):
     assert 1 <= result["ar_steps"] <= 6
 
 
-def test_infer_names_an_unreadable_image(qwen_checkpoint, tmp_path):
+def test_infer_names_an_unreadable_image(qwen_checkpoint, tmp_path, capsys):
     bad = tmp_path / "not-an-image.png"
     bad.write_bytes(b"no pixels here")
-    with pytest.raises(SystemExit, match="not-an-image.png"):
-        ivtlr(["infer", "--checkpoint", str(qwen_checkpoint), "--image", str(bad), "--question", "q?",
-               "--choices", "a", "b"])
+    assert ivtlr(["infer", "--checkpoint", str(qwen_checkpoint), "--image", str(bad), "--question", "q?",
+                  "--choices", "a", "b"]) == 2
+    assert "not-an-image.png" in capsys.readouterr().err
 
 
 def test_smoke(capsys):
@@ -177,9 +182,10 @@ def test_explain_one_question_and_bad_records(qwen_checkpoint, synth_dir, tmp_pa
     assert len(list((tmp_path / "one").glob("*.png"))) == 1
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "nope", "messages": ["q", "a"], "selected_patches": []}) + "\n")
-    with pytest.raises(SystemExit, match="'nope' is not in the test split"):
-        ivtlr(["explain", "--checkpoint", str(qwen_checkpoint), "--predictions", str(bad), "--data", str(synth_dir),
-               "--out", str(tmp_path / "x")])
+    capsys.readouterr()
+    assert ivtlr(["explain", "--checkpoint", str(qwen_checkpoint), "--predictions", str(bad), "--data", str(synth_dir),
+                  "--out", str(tmp_path / "x")]) == 2
+    assert "'nope' is not in the test split" in capsys.readouterr().err
 
 
 def _tiles(boxes, w, h):

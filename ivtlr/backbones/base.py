@@ -188,6 +188,13 @@ class Backbone(ABC):
         return self.embedding.weight.dtype
 
     @property
+    def max_positions(self) -> int | None:
+        """The language model's position budget (``max_position_embeddings``), None if the config has none."""
+        config = self.hf.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return getattr(text, "max_position_embeddings", None)
+
+    @property
     def embedding(self) -> nn.Embedding:
         return self.hf.get_input_embeddings()
 

@@ -1,11 +1,17 @@
 """The ``ivtlr`` command: one module per verb in this package, apart from the library they wire together.
 
 Each verb's module is imported only when the verb runs, so ``ivtlr --help`` is instant.
+
+Errors: an expected error (bad input, a missing or unreadable file, a bad config or checkpoint: ``ValueError``,
+``OSError``, a YAML or safetensors error, or ``SystemExit`` with a message) prints one line,
+``ivtlr VERB: error: ...``, and exits with status 2. ``--debug`` (anywhere on the line) or ``IVTLR_DEBUG=1``
+shows the traceback instead. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # verb -> (module, one-line help); each module has ``main(argv) -> int``
@@ -36,5 +42,37 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nunknown verb: {argv[0]}", file=sys.stderr)
             return 2
         return 0
-    module, _ = VERBS[argv[0]]
-    return int(importlib.import_module(module).main(argv[1:]) or 0)
+    verb, args = argv[0], argv[1:]
+    debug = "--debug" in args or os.environ.get("IVTLR_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        return int(importlib.import_module(VERBS[verb][0]).main(args) or 0)
+    except SystemExit as err:
+        if not isinstance(err.code, str):
+            raise
+        return _fail(verb, err.code)
+    except expected_errors() as err:
+        if debug:
+            raise
+        return _fail(verb, describe(err))
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input or a bad file, not a bug in ivtlr."""
+    import yaml
+    from safetensors import SafetensorError
+
+    return ValueError, OSError, yaml.YAMLError, SafetensorError, UnicodeError
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.strerror}: {err.filename}"
+    text = str(err).strip() or type(err).__name__
+    return text if isinstance(err, ValueError) or ": " in text else f"{type(err).__name__}: {text}"
+
+
+def _fail(verb: str, message: str) -> int:
+    message = message.removeprefix(f"ivtlr {verb}: ").removeprefix("error: ")
+    print(f"ivtlr {verb}: error: {message}", file=sys.stderr)
+    return 2

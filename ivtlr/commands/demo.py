@@ -257,7 +257,8 @@ class Evaluator:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ivtlr demo", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a one-minute version (the tests run it)")
-    parser.add_argument("--out", default="runs/demo", help="output folder (replaced)")
+    parser.add_argument("--out", help="output folder, new or empty (default runs/demo; with --quick runs/demo-quick)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished demo in --out (deleted first)")
     parser.add_argument("--backbone", default="qwen2-vl", choices=list(BACKBONES))
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initialisation and the data order")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0: 1 on <= 2 cores)")
@@ -279,10 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(recipe_config_text(recipe, args.backbone), end="")
         return 0
-    code = run_demo(recipe, Path(args.out), args.backbone, args.seed, args.threads, label,
-                    eval_only=args.eval_only, overrides=overrides)
+    out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
+    code = run_demo(recipe, out, args.backbone, args.seed, args.threads, label,
+                    eval_only=args.eval_only, overrides=overrides, overwrite=args.overwrite)
     if args.publish_docs:
-        publish(Path(args.out), Path(args.publish_docs))
+        publish(out, Path(args.publish_docs))
     return code
 
 
@@ -334,7 +336,7 @@ def command_line(label: str, backbone: str, seed: int, overrides: dict) -> str:
 
 
 def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: int, label: str,
-             eval_only: bool = False, overrides: dict | None = None) -> int:
+             eval_only: bool = False, overrides: dict | None = None, overwrite: bool = False) -> int:
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else min(8, os.cpu_count() // 2))
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
@@ -344,9 +346,12 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
             raise SystemExit(f"--eval-only: no finished demo in {out}")
         timings = json.loads((out / "results.json").read_text())["meta"]["train_seconds"]
     else:
-        if out.exists():
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                raise SystemExit(f"{out} already holds a demo run: re-score it with --eval-only, replace it with "
+                                 "--overwrite (deletes it), or choose another --out")
             shutil.rmtree(out)
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         print(f"[1/5] synthetic benchmark: {recipe.n_train} train / {recipe.n_test} test questions -> {data}",
               flush=True)
         generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, **recipe.synth)

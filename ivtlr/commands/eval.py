@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cliargs import add_dataclass_flags, dataclass_from_args
+from ..cliargs import add_dataclass_flags, dataclass_from_args, overrides_from_args
 from ..engine import LatentConfig
 from ..evaluate import MODES, blind, format_table, run_eval, write_outputs
 from ..inference import load_inference
@@ -18,12 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path) for config and tokenizer")
     p.add_argument("--task", choices=["synth", "m3cot", "scienceqa"], default=None, help="default: the run's task")
     p.add_argument("--data", help="dataset (hub id or local path); default: the run's")
-    p.add_argument("--split", default="test")
-    p.add_argument("--mode", choices=sorted(MODES), default="ivtlr")
+    p.add_argument("--split", default="test", help="the split to evaluate (default test)")
+    p.add_argument("--mode", choices=sorted(MODES), help="ivtlr: latent steps then the answer; cot: a written "
+                   "rationale; direct: the answer at once (default: ivtlr, or direct for a No-CoT checkpoint)")
     p.add_argument("--latents", type=int, help="latent steps for --mode ivtlr (default: the run's last stage)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--limit", type=int, help="first N questions only")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, help="generation budget in tokens (default: ivtlr/direct 16, cot 128)")
+    p.add_argument("--limit", type=int, help="first N questions only (N >= 1)")
+    p.add_argument("--batch-size", type=int, default=16, help="questions per engine batch (default 16)")
     p.add_argument("--blind", action="store_true", help="replace every image by a gray image (blind baseline)")
     p.add_argument("--prompt-style", choices=["aligned", "reference"])
     p.add_argument("--out", required=True, help="a new (or empty) output folder")
@@ -32,25 +33,52 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: bfloat16 on a GPU that supports it or for pretrained weights, else float32")
     add_dataclass_flags(p, LatentConfig, prefix="latent")
     args = p.parse_args(argv)
+    for flag, value, low in (("--latents", args.latents, 0), ("--max-new-tokens", args.max_new_tokens, 1),
+                             ("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < low:
+            p.error(f"{flag} must be >= {low}, got {value}")
+    if args.latents is not None and args.mode not in (None, "ivtlr"):
+        p.error(f"--latents is for --mode ivtlr; --mode {args.mode} runs no latent steps")
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"ivtlr eval: {out} is not empty; results are never appended to an old folder")
+        raise ValueError(f"{out} is not empty; results are never appended to an old folder (choose a new --out)")
     inf = load_inference(args.checkpoint, args.base, task=args.task, prompt_style=args.prompt_style,
                          device=args.device, dtype=args.dtype, log=print)
     cfg, task, encoder = inf.config, inf.task, inf.encoder
     engine = inf.with_latent(**vars(dataclass_from_args(args, LatentConfig, "latent", cfg.latent))).engine
-    examples = list(task.load(args.data or cfg.data.source, args.split, on_error=cfg.data.on_error))
+    mode = args.mode or ("direct" if cfg.curriculum.no_cot else "ivtlr")
+    if args.mode is None and mode == "direct":
+        print("mode direct: the checkpoint was trained to answer at once (curriculum.no_cot)")
+    elif cfg.curriculum.no_cot and mode != "direct":
+        print(f"warning: --mode {mode} on a checkpoint trained to answer at once (curriculum.no_cot)")
+    data = args.data or cfg.data.source
+    examples = task.load(data, args.split, on_error=cfg.data.on_error)
+    skipped, filtered = dict(examples.skipped), examples.filtered
+    examples = list(examples)
     examples = examples[: args.limit] if args.limit else examples
+    if not examples:
+        raise ValueError(f"no questions to evaluate in the {args.split} split of {data}")
     if args.blind:
         examples = [blind(ex) for ex in examples]
-    default_n, default_budget = MODES[args.mode]
+    default_n, default_budget = MODES[mode]
     n = default_n if default_n is not None else (args.latents if args.latents is not None else cfg.curriculum.max_latent_stage)
     result = run_eval(engine, encoder, task, examples, n, args.max_new_tokens or default_budget, args.batch_size,
-                      name=args.mode + (" (blind)" if args.blind else ""))
+                      name=row_name(mode, args.blind, overrides_from_args(args, LatentConfig, "latent")))
+    result.summary.update({
+        "mode": mode, "blind": args.blind, "checkpoint": str(Path(args.checkpoint).resolve()), "base": args.base,
+        "data": data if not Path(str(data)).exists() else str(Path(data).resolve()), "split": args.split,
+        "limit": args.limit, "on_error": cfg.data.on_error, "skipped": skipped, "filtered": filtered,
+        "placement": str(inf.placement)})
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(out, task, examples, result)
     print(format_table([result.summary]))
     print(result.report.format())
     print(f"wrote {out}/predictions.jsonl, summary.json, table.md")
     return 0
+
+
+def row_name(mode: str, blind: bool, latent_overrides: dict) -> str:
+    """A row's name says what ran: the mode, blind, and every latent option changed from the run's."""
+    extra = ", ".join(f"latent.{k}={v}" for k, v in sorted(latent_overrides.items()))
+    return mode + (" (blind)" if blind else "") + (f" [{extra}]" if extra else "")

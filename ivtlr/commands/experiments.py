@@ -182,6 +182,8 @@ def run_experiment(exp: Experiment, threads: int = 1) -> dict:
             out_flag = next((cmd[i + 1] for i, c in enumerate(cmd) if c in ("--out", "--run.out_dir")), None)
             if out_flag and Path(out_flag).exists() and (cmd[1] != "train" or (run / "trained").is_file()):
                 continue  # finished earlier
+            if out_flag and cmd[1] == "train" and Path(out_flag).exists():
+                cmd = [*cmd, "--run.resume"]  # interrupted earlier: continue it, never start over on top of it
             line = _shell(cmd)
             log.write(f"$ {line}\n")
             log.flush()

@@ -28,14 +28,24 @@ def _questions(args) -> list[dict]:
         for i, line in enumerate(Path(args.questions).read_text().splitlines()):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{args.questions} line {i + 1}: not valid JSON ({err})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{args.questions} line {i + 1}: expected an object with image, question, choices")
             missing = {"image", "question", "choices"} - set(row)
             if missing:
-                raise SystemExit(f"{args.questions} line {i + 1}: missing {sorted(missing)}")
+                raise ValueError(f"{args.questions} line {i + 1}: missing {sorted(missing)}")
+            if not isinstance(row["choices"], list):
+                raise ValueError(f"{args.questions} line {i + 1}: choices must be a list of option strings, "
+                                 f"got {row['choices']!r}"[:160])
             rows.append(row)
+        if not rows:
+            raise ValueError(f"{args.questions}: no questions in the file")
         return rows
     if not (args.image and args.question and args.choices):
-        raise SystemExit("ivtlr infer: give --image, --question and --choices, or --questions FILE.jsonl")
+        raise ValueError("give --image, --question and --choices, or --questions FILE.jsonl")
     return [{"image": args.image, "question": args.question, "choices": args.choices}]
 
 
@@ -54,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="default: the project's policy (ivtlr.placement)")
     args = p.parse_args(argv)
+    if args.latents is not None and args.latents < 0:
+        p.error("--latents must be >= 0")
+    if args.max_new_tokens < 1:
+        p.error("--max-new-tokens must be >= 1")
 
     rows = _questions(args)
     questions = []
@@ -62,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             image = Image.open(row["image"])
             image.load()
         except (OSError, UnidentifiedImageError) as err:
-            raise SystemExit(f"question {i + 1}: cannot read image {row['image']}: {err}")
-        questions.append(Question(image, row["question"], list(row["choices"]), id=str(i)))
+            raise ValueError(f"question {i + 1}: cannot read image {row['image']}: {err}") from None
+        try:
+            questions.append(Question(image, row["question"], row["choices"], id=str(i + 1)))
+        except ValueError as err:
+            raise ValueError(f"{args.questions or 'the command line'}: {err}") from None
     inf = load_inference(args.checkpoint, args.base, device=args.device, dtype=args.dtype,
                          log=lambda m: print(m, file=sys.stderr))
     results = [a.to_dict() for a in answer(inf, questions, args.latents, args.max_new_tokens)]

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from PIL import Image
 
 from ivtlr.tasks.examples import (
+    DUPLICATE_ID,
     MISSING_IMAGE,
     BadRecord,
     DataError,
@@ -75,7 +76,8 @@ class Task:
             An `Examples` list.
         Errors:
             DataError naming the source, record id and reason (missing field, empty or bad choices, answer
-            out of range, missing image under images="require", unreadable image); see `open_source` for
+            out of range, missing image under images="require", unreadable image; a duplicate id, which
+            on_error="skip" does not skip); see `open_source` for
             source errors.
         """
         if on_error not in ("raise", "skip"):
@@ -85,8 +87,13 @@ class Task:
             raise ValueError(f"task {self.name!r} has no default source: pass the dataset directory")
         data, where, base_dir = open_source(source, split)
         out = Examples(source=where, split=split)
+        first_index: dict[str, int] = {}
         for index, row in enumerate(data):
             record_id = self.record_id(row, index, split)
+            if record_id in first_index:  # always an error: an id names one question (predictions are matched by id)
+                raise DataError(where, record_id, DUPLICATE_ID, f"rows {first_index[record_id]} and {index} share "
+                                "this id")
+            first_index[record_id] = index
             try:
                 raw_image = row.get("image")
                 if image_is_missing(raw_image):

@@ -24,6 +24,7 @@ BAD_CHOICES = "bad_choices"
 ANSWER_OUT_OF_RANGE = "answer_out_of_range"
 MISSING_IMAGE = "missing_image"
 UNREADABLE_IMAGE = "unreadable_image"
+DUPLICATE_ID = "duplicate_id"  # never skipped: always an error
 
 
 @dataclass

@@ -29,8 +29,9 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
     """Read a predictions JSONL, checking each record.
 
     Errors:
-        DataError (source "<path>:<line>") for invalid JSON, a missing required field, an empty `messages`
-        list or a duplicate id (e.g. a file that a rerun appended to).
+        DataError (source "<path>:<line>") for invalid JSON, a missing required field, a `messages` that is not a
+        non-empty list ending in the output string, a `choices` that is not a non-empty list, a duplicate id (e.g.
+        a file that a rerun appended to), or a file with no records.
     """
     records, seen = [], set()
     with Path(path).open(encoding="utf-8") as f:
@@ -48,10 +49,22 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
             for name in required:
                 if record.get(name) is None:
                     raise DataError(where, record_id, MISSING_FIELD, f"field {name!r} is missing")
-            if "messages" in required and not record["messages"]:
-                raise DataError(where, record_id, MISSING_FIELD, "messages is empty")
+            if "messages" in required:
+                messages = record["messages"]
+                if not isinstance(messages, list) or not messages:
+                    raise DataError(where, record_id, "bad_field", "messages must be a non-empty list of strings "
+                                    f"(prompt, output), got {type(messages).__name__} {str(messages)[:40]!r}")
+                if not isinstance(messages[-1], str):
+                    raise DataError(where, record_id, "bad_field", "the last of messages (the output) must be a string")
+            if "choices" in required:
+                choices = record["choices"]
+                if not isinstance(choices, list) or not choices:
+                    raise DataError(where, record_id, "bad_field", "choices must be a non-empty list of options, "
+                                    f"got {choices!r}"[:120])
             if record_id in seen:
                 raise DataError(where, record_id, "duplicate_id", "the id occurs twice in the file")
             seen.add(record_id)
             records.append(record)
+    if not records:
+        raise DataError(str(path), "-", "empty_file", "the file holds no records")
     return records

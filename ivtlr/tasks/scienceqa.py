@@ -109,7 +109,14 @@ class ScienceQATask(Task):
         }
 
     def judge(self, record: Mapping[str, Any], judge: str) -> tuple[Any, bool]:
-        """reference: (predicted index or -1, verdict) from the generated text."""
+        """reference: (predicted index or -1, verdict) from the generated text. Errors: ValueError for a gold
+        answer that is not a 0-based index of an option (e.g. a letter: it would never match)."""
+        answer = record["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(record["choices"]):
+            hint = (f" (ScienceQA gives the answer as a 0-based index: for {answer!r} write "
+                    f"{ord(answer) - 65})" if isinstance(answer, str) and len(answer) == 1 and answer.isupper() else "")
+            raise ValueError(f"record {record['id']!r}: answer {answer!r} is not the index of one of its "
+                             f"{len(record['choices'])} options{hint}")
         prediction = sqa_prediction(record["messages"][-1])
         return prediction, prediction == record["answer"]
 

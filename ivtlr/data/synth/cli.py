@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import typing
 from pathlib import Path
 from typing import Literal
@@ -54,9 +55,19 @@ def synth_main(argv: list[str]) -> int:
     parser.add_argument("--n-train", type=int, default=5000, help="train examples (default: 5000)")
     parser.add_argument("--n-test", type=int, default=500, help="test examples (default: 500)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace what --out holds (deleted first)")
     _add_config_flags(parser, SynthConfig)
     args = vars(parser.parse_args(argv))
     out, n_train, n_test, seed = args.pop("out"), args.pop("n_train"), args.pop("n_test"), args.pop("seed")
+    overwrite = args.pop("overwrite")
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if n < 1:
+            parser.error(f"{name} must be an integer >= 1, got {n}")
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        if not overwrite:
+            raise ValueError(f"{out} is not empty; replace it with --overwrite (deletes it) or choose another --out")
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
     try:
         dd = generate(out, n_train, n_test, seed, **args)
     except ValueError as e:
