@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -85,14 +86,18 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+    """Every RNG's state, in types ``torch.load(weights_only=True)`` accepts (numpy's key array as a tensor)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -164,12 +169,16 @@ def read_meta(path: str | Path) -> dict:
 
 
 def load_trainer_state(path: str | Path) -> dict:
-    """The trainer state of a checkpoint (written by this project: optimizer and RNG states need full pickling)."""
+    """The trainer state of a checkpoint, read with ``weights_only=True``: a file that needs arbitrary unpickling
+    (which could run code) is refused, never executed."""
     file = Path(path) / "trainer_state.pt"
     try:
-        return torch.load(file, weights_only=False)
+        return torch.load(file, weights_only=True)
     except FileNotFoundError:
         raise
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{file}: refused: it is not a weights-only file (unpickling it could run code; "
+                              f"{' '.join(str(err).split())[:160]})") from None
     except Exception as err:  # noqa: BLE001  (torch raises RuntimeError, EOFError, UnpicklingError, ...)
         raise CheckpointError(f"{file}: unreadable ({type(err).__name__}: {err})") from None
 

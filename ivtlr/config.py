@@ -283,9 +283,16 @@ class TrainConfig:
 
 def _did_you_mean(word: str, options, section: str | None = None) -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    if not close:  # an abbreviation spelled out (lr <- learning_rate): the option's letters in order in the word
+        close = [o for o in options if len(o) > 1 and _is_subsequence(o, word) and o[0] == word[0]][:1]
     if close:
         return f" (did you mean {section + '.' if section else ''}{close[0]}?)"
     return f" (valid: {', '.join(options)})"
+
+
+def _is_subsequence(short: str, long: str) -> bool:
+    it = iter(long)
+    return all(ch in it for ch in short)
 
 
 def check_type(name: str, tp, value: Any, source: str = "the config") -> None:

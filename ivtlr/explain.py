@@ -102,6 +102,17 @@ def answer(inf: Inference, questions: list[Question], n_latents: int | None = No
     return out
 
 
+def open_image(path: str | Path, name: str = "") -> Image.Image:
+    """An image file, decoded now; ValueError naming the file (and ``name``) if it is missing or unreadable."""
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except Exception as err:  # noqa: BLE001  (Pillow raises OSError, ValueError, SyntaxError, ... on bad bytes)
+        raise ValueError(f"{name + ': ' if name else ''}cannot read image {path}: "
+                         f"{getattr(err, 'strerror', None) or err}") from None
+
+
 def predicted_letter(task, example: Example, output: str) -> str:
     """The option letter ``output`` names under the task's headline judge (what its accuracy counts)."""
     prediction, _ = task.judge(task.to_record(example, output), task.judge_names[0])

@@ -75,12 +75,16 @@ def read_image(data: bytes, limits: Limits, name: str = "the upload") -> Image.I
         raise BadRequest(f"{name} is not an image this server can read (PNG, JPEG, GIF, BMP, WebP)") from None
     except Image.DecompressionBombError as err:
         raise BadRequest(f"{name} has too many pixels: {err}", 413) from None
+    except Exception as err:  # noqa: BLE001  (Pillow raises OSError, ValueError, AttributeError on bad headers)
+        raise BadRequest(f"{name} is not a readable image: its header is corrupt ({err})") from None
     w, h = image.size
     if w * h > limits.max_pixels:
         raise BadRequest(f"{name} is {w}x{h} = {w * h:,} pixels; the limit is {limits.max_pixels:,}", 413)
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
+    except Image.DecompressionBombError as err:
+        raise BadRequest(f"{name} has too many pixels: {err}", 413) from None
+    except Exception as err:  # noqa: BLE001  (truncated or corrupt data: OSError, SyntaxError, ValueError, ...)
         raise BadRequest(f"{name} is truncated or corrupt ({err})") from None
     return image.convert("RGB")
 

@@ -198,9 +198,11 @@ def test_score_main(tmp_path, capsys) -> None:
     assert score_main([str(path), "--judge", "reference"]) == 0
     assert "66.67 (2/3)" in capsys.readouterr().out
 
-    assert score_main([str(tmp_path / "absent.jsonl")]) == 1
-    assert "ivtlr score: error" in capsys.readouterr().err
-    assert score_main(["--task", "scienceqa", "--judge", "official", str(path)]) == 1
+    from ivtlr.commands import main as ivtlr
+
+    assert ivtlr(["score", str(tmp_path / "absent.jsonl")]) == 2
+    assert "ivtlr score: error: No such file or directory" in capsys.readouterr().err
+    assert ivtlr(["score", "--task", "scienceqa", "--judge", "official", str(path)]) == 2
     assert "has judges ['reference']" in capsys.readouterr().err
 
 

@@ -221,3 +221,76 @@ def test_the_page_in_headless_chromium(server, examples, tmp_path):
         browser.save_screenshot(str(ARTIFACTS / "serve-bad-upload.png"))
     finally:
         browser.quit()
+
+
+# ------------------------------------------------------------------------------------------------ hostile input
+def _bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid small PNG whose header claims width x height pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    data = bytearray(_png(Image.new("RGB", (4, 4))))
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
+def test_hostile_clients_get_errors_and_the_server_stays_up(inf, examples):
+    import resource
+
+    import httpx
+    import uvicorn
+
+    ex = examples[0]
+    port = _free_port()
+    app = make_app(inf, Limits(max_upload_bytes=100_000, max_pixels=512 * 512, max_batch=8, max_wait_ms=20))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}/api/answer"
+    form = {"question": ex.question, "choices": "\n".join(ex.choices)}
+    png = _png(ex.image)
+    kinds = {
+        "good": dict(data=form, files={"image": ("b.png", png, "image/png")}),
+        "bomb": dict(data=form, files={"image": ("bomb.png", _bomb(), "image/png")}),
+        "huge": dict(data=form, files={"image": ("big.png", os.urandom(300_000), "image/png")}),
+        "text": dict(data=form, files={"image": ("t.png", b"not an image at all", "image/png")}),
+        "json": dict(json={"question": "q", "choices": ["a", "b"]}),
+        "garbage": dict(content=b"--xx\r\nnot a form", headers={"content-type": "multipart/form-data; boundary=xx"}),
+        "noform": dict(data={"question": "q"}),
+    }
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    results: list[tuple[str, int, dict]] = []
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        kind = list(kinds)[i % len(kinds)]
+        with httpx.Client(timeout=120) as http:
+            r = http.post(url, **kinds[kind])
+        with lock:
+            results.append((kind, r.status_code, r.json()))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert len(results) == 100
+    for kind, status, body in results:
+        if kind == "good":
+            assert status == 200 and body["overlay"].startswith("data:image/png"), body
+        else:
+            assert 400 <= status < 500 and body["error"] and "Traceback" not in body["error"], (kind, status, body)
+    assert any("pixels" in b["error"] for k, _, b in results if k == "bomb")
+    with httpx.Client() as http:  # still up, and it grouped the good questions into batches
+        assert http.get(f"http://127.0.0.1:{port}/api/health").json()["ok"]
+        stats = http.get(f"http://127.0.0.1:{port}/api/stats").json()
+    assert stats["requests"]["answered"] == sum(k == "good" for k, _, _ in results)
+    assert max(int(k) for k in stats["batch_sizes"]) > 1
+    assert grown_mib < 400, f"peak memory grew by {grown_mib:.0f} MiB"
+    server.should_exit = True
+    thread.join(timeout=30)

@@ -22,12 +22,13 @@ def main(argv: list[str] | None = None) -> int:
                    "the stage-0 checkpoint of the same run, if there is one)")
     p.add_argument("--n-test", type=int, default=300, help="test questions (default: 300)")
     p.add_argument("--n-train", type=int, default=1000, help="train questions the probes are fit on (default: 1000)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="questions per engine batch (default 32)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="generation budget (a model with explicit steps "
                    "left needs a chain-of-thought-sized one, e.g. 128)")
     p.add_argument("--out", required=True, help="output folder (analysis.json, analysis.md, PNG plots)")
     p.add_argument("--device", help="default: the first GPU, else the CPU")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="default: the project's policy (ivtlr.placement)")
     args = p.parse_args(argv)
     for name in ("n_test", "batch_size"):
         if getattr(args, name) < 1:

@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a one-minute version (the tests run it)")
     parser.add_argument("--out", help="output folder, new or empty (default runs/demo; with --quick runs/demo-quick)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished demo in --out (deleted first)")
-    parser.add_argument("--backbone", default="qwen2-vl", choices=list(BACKBONES))
+    parser.add_argument("--backbone", default="qwen2-vl", choices=list(BACKBONES),
+                        help="the model family of the tiny from-scratch VLM (default qwen2-vl)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initialisation and the data order")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0: 1 on <= 2 cores)")
     parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="first N questions only (N >= 1)")
     p.add_argument("--batch-size", type=int, default=16, help="questions per engine batch (default 16)")
     p.add_argument("--blind", action="store_true", help="replace every image by a gray image (blind baseline)")
-    p.add_argument("--prompt-style", choices=["aligned", "reference"])
+    p.add_argument("--prompt-style", choices=["aligned", "reference"], help="aligned: the training prompt; "
+                   "reference: the authors' inference prompt (for their checkpoints); default: the run's")
     p.add_argument("--out", required=True, help="a new (or empty) output folder")
     p.add_argument("--device", help="default: the first GPU, else the CPU")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],

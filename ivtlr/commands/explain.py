@@ -15,9 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from ..explain import Answer, Question, answer, predicted_letter, write_gallery
+from ..explain import Answer, Question, answer, open_image, predicted_letter, write_gallery
 from ..inference import Inference, load_inference
 
 
@@ -77,11 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not (args.image and args.question and args.choices):
             p.error("one question needs --image, --question and --choices")
-        try:
-            image = Image.open(args.image)
-            image.load()
-        except (OSError, UnidentifiedImageError) as err:
-            raise SystemExit(f"ivtlr explain: cannot read image {args.image}: {err}")
+        image = open_image(args.image)
         answers = answer(inf, [Question(image, args.question, list(args.choices), id=Path(args.image).stem)],
                          args.latents, args.max_new_tokens)
     page = write_gallery(answers, args.out)

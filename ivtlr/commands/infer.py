@@ -16,9 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
-from ..explain import Question, answer
+from ..explain import Question, answer, open_image
 from ..inference import load_inference
 
 
@@ -72,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = _questions(args)
     questions = []
     for i, row in enumerate(rows):
-        try:
-            image = Image.open(row["image"])
-            image.load()
-        except (OSError, UnidentifiedImageError) as err:
-            raise ValueError(f"question {i + 1}: cannot read image {row['image']}: {err}") from None
+        image = open_image(row["image"], f"question {i + 1}")
         try:
             questions.append(Question(image, row["question"], row["choices"], id=str(i + 1)))
         except ValueError as err:

@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="ivtlr report")
     p.add_argument("run", help="a demo output folder (with results.json)")
-    p.add_argument("--publish-docs", metavar="DOCS")
+    p.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots to "
+                   "DOCS/img/demo/")
     args = p.parse_args(argv)
     run = Path(args.run)
     saved = json.loads((run / "results.json").read_text())

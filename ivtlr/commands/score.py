@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 
-from ..tasks.examples import DataError
 from ..tasks.registry import TASKS, score_file
 
 
@@ -15,7 +13,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`ivtlr score [--task m3cot] FILE.jsonl [--judge official|reference|all] [--json]`.
 
     Prints the accuracy table (overall, per domain, per topic; per category for ScienceQA), or with --json a
-    JSON object that also holds the per-id verdicts. Returns the exit status: 0, or 1 on a bad file.
+    JSON object that also holds the per-id verdicts. A bad file raises an error naming the file, line and record (``ivtlr`` prints it as one line, exit status 2).
     """
     parser = argparse.ArgumentParser(prog="ivtlr score", description="Score a predictions JSONL file.")
     parser.add_argument("file", help="predictions JSONL (M3CoT custom format)")
@@ -27,11 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print JSON, per-id verdicts included")
     args = parser.parse_args(argv)
-    try:
-        result = score_file(args.file, judge=args.judge, task=args.task, verdicts=args.json, quiet=args.json)
-    except (DataError, OSError, ValueError) as err:
-        print(f"ivtlr score: error: {err}", file=sys.stderr)
-        return 1
+    result = score_file(args.file, judge=args.judge, task=args.task, verdicts=args.json, quiet=args.json)
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
