@@ -393,3 +393,27 @@ def build_tiny_chameleon_tokenizer(corpus: Iterable[str], vocab_size: int = 512,
     tok.add_tokens([chameleon_code_name(c) for c in range(n_codes)], special_tokens=True)
     add_latent_tokens(tok)
     return tok
+
+
+# ------------------------------------------------------------------------------------------- real-size presets
+#: The released tokenizer's ids (``<image>`` 8711, ``<racm3:break>`` 8197, ``<eoss>`` 8196, the 8,192 VQ codes at
+#: 4..8195); the latent token takes the vocabulary's last (reserved) row, so the published 65,536 rows are kept.
+CHAMELEON_7B_IDS = ChameleonSpecialIds(image=8711, image_start=8197, image_end=8196, first_code=4, latent=65535,
+                                       eos=2, pad=1, bos=0)
+
+
+def chameleon_7b_config(layers: int | None = None, attn_implementation: str = "sdpa"):
+    """facebook/chameleon-7b's published config.json (``layers`` cuts the language model's depth)."""
+    from transformers import ChameleonConfig
+
+    return ChameleonConfig(
+        vocabulary_map=chameleon_vocabulary_map(CHAMELEON_7B_IDS, 8192),
+        vocab_size=65536, hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers or 32,
+        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, rms_norm_eps=1e-5,
+        rope_theta=10000.0, qk_layernorm=True, swin_norm=False, attention_bias=False, tie_word_embeddings=False,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vq_config=dict(embed_dim=256, num_embeddings=8192, double_latent=False, latent_channels=256,
+                       resolution=512, in_channels=3, base_channels=128, channel_multiplier=[1, 1, 2, 2, 4],
+                       num_res_blocks=2, attn_resolutions=None, dropout=0.0),
+        attn_implementation=attn_implementation,
+    )

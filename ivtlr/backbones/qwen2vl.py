@@ -278,3 +278,47 @@ def _tiny_spec(cfg: "ModelConfig", vocab_size: int) -> TinyQwen2VLSpec:
                            num_kv_heads=max(1, cfg.tiny_heads // 2), tie_embeddings=cfg.tiny_tie_embeddings,
                            vision_depth=cfg.tiny_vision_depth, vision_embed_dim=max(32, cfg.tiny_hidden // 2),
                            vision_heads=max(1, cfg.tiny_heads // 2))
+
+
+# ------------------------------------------------------------------------------------------- real-size presets
+#: The special ids of the released Qwen2-VL / Qwen2.5-VL tokenizer; the latent tokens take the first free rows of
+#: the 152,064-row embedding (the tokenizer has 151,665 tokens), as adding them to the real tokenizer does.
+QWEN_7B_IDS = QwenSpecialIds(pad=151643, eos=151645, vision_start=151652, vision_end=151653, image_pad=151655,
+                             video_pad=151656, start_latent=151665, end_latent=151666, latent=151667)
+
+
+def qwen2vl_7b_config(layers: int | None = None, attn_implementation: str = "sdpa"):
+    """Qwen/Qwen2-VL-7B-Instruct's published config.json (``layers`` cuts the language model's depth)."""
+    from transformers import Qwen2VLConfig
+
+    ids = QWEN_7B_IDS
+    return Qwen2VLConfig(
+        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                         num_hidden_layers=layers or 28, num_attention_heads=28, num_key_value_heads=4,
+                         max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                         rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+                         pad_token_id=ids.pad, bos_token_id=151643, eos_token_id=ids.eos),
+        vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, in_channels=3,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids.image_pad, video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
+        vision_end_token_id=ids.vision_end, attn_implementation=attn_implementation, tie_word_embeddings=False,
+    )
+
+
+def qwen25vl_7b_config(layers: int | None = None, attn_implementation: str = "sdpa"):
+    """Qwen/Qwen2.5-VL-7B-Instruct's published config.json (``layers`` cuts the language model's depth)."""
+    from transformers import Qwen2_5_VLConfig
+
+    ids = QWEN_7B_IDS
+    return Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                         num_hidden_layers=layers or 28, num_attention_heads=28, num_key_value_heads=4,
+                         max_position_embeddings=128000, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                         rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+                         pad_token_id=ids.pad, bos_token_id=151643, eos_token_id=ids.eos),
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           window_size=112, fullatt_block_indexes=[7, 15, 23, 31], patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
+        image_token_id=ids.image_pad, video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
+        vision_end_token_id=ids.vision_end, attn_implementation=attn_implementation, tie_word_embeddings=False,
+    )

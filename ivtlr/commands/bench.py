@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..attention import register_lastrow_backend
-from ..backbones import backbone_for
+from ..backbones import PRESETS, QWEN_7B_IDS, backbone_for, build_preset
 from ..batching import Sample, collate
 from ..cliargs import add_dataclass_flags, dataclass_from_args
 from ..engine import LatentConfig, LatentEngine
@@ -68,8 +68,22 @@ class BenchConfig:
     """Batch size of the training-step benchmark."""
     rest_tokens: int = 24
     """Training benchmark: teacher-forced tokens after the latents (remaining steps + answer)."""
+    preset: str | None = None
+    """A released architecture instead of the tiny model (qwen2-vl-7b, qwen2.5-vl-7b), random weights."""
+    preset_layers: int | None = None
+    """With --preset: cut the language model to this many decoder layers (a small machine's check)."""
+    lora: bool = False
+    """Training benchmark: LoRA r=64 on the language model as the authors (default for a preset)."""
+    gradient_checkpointing: bool = False
+    """Training benchmark: layer checkpointing (the engine then recomputes the prefix per pass)."""
 
     def __post_init__(self):
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"unknown preset {self.preset!r} (known: {', '.join(PRESETS)})")
+            if PRESETS[self.preset].family.name not in ("qwen2-vl", "qwen2.5-vl"):
+                raise ValueError(f"ivtlr bench builds Qwen-family inputs; preset {self.preset!r} is "
+                                 f"{PRESETS[self.preset].family.name} (not benchmarked yet)")
         if self.image_size % 28:
             raise ValueError(f"image_size must be a multiple of 28 (one image token per 28x28 pixels), got {self.image_size}")
         if self.k * self.latents > (self.image_size // 28) ** 2:
@@ -84,17 +98,24 @@ class BenchConfig:
 METHODS = ("ivtlr", "hf-generate", "recompute")
 
 
-def _setup(cfg: BenchConfig, never_stop: bool = True):
-    ids = TINY_QWEN_IDS
+def _model(cfg: BenchConfig):
+    """The benchmarked model (random weights) and its special ids, text-token range."""
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.preset:
+        return build_preset(cfg.preset, cfg.preset_layers, device=cfg.device, dtype=dtype), QWEN_7B_IDS, 151643
     spec = TinyQwen2VLSpec(hidden_size=cfg.hidden_size, intermediate_size=2 * cfg.hidden_size,
                            num_layers=cfg.num_layers, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads)
-    model = build_tiny_qwen2vl(spec, ids).to(cfg.device, getattr(torch, cfg.dtype))
+    return build_tiny_qwen2vl(spec, TINY_QWEN_IDS).to(cfg.device, dtype), TINY_QWEN_IDS, spec.vocab_size
+
+
+def _setup(cfg: BenchConfig, never_stop: bool = True, built=None):
+    model, ids, vocab_size = built or _model(cfg)
     side = cfg.image_size // 14
     n_img = (cfg.image_size // 28) ** 2
     g = torch.Generator().manual_seed(0)
 
     def question(i: int, latents: int, rest: int = 0) -> Sample:
-        text = torch.randint(10, spec.vocab_size, (cfg.prompt_tokens + rest,), generator=g).tolist()
+        text = torch.randint(10, vocab_size, (cfg.prompt_tokens + rest,), generator=g).tolist()
         prompt = text[:4] + [ids.vision_start] + [ids.image_pad] * n_img + [ids.vision_end] + text[4:cfg.prompt_tokens]
         vision = {"pixel_values": torch.randn(side * side, 1176, generator=g),
                   "image_grid_thw": torch.tensor([[1, side, side]])}
@@ -142,12 +163,27 @@ def _train_runner(cfg: BenchConfig, method: str, backbone):
     return step
 
 
+def _for_training(cfg: BenchConfig, backbone) -> None:
+    """LoRA (the authors' r=64 on the language model) and layer checkpointing, as the config asks."""
+    if cfg.lora or cfg.preset:
+        from peft import get_peft_model
+
+        from ..backbones import family_of
+
+        peft = get_peft_model(backbone.hf, family_of(backbone.hf).lora_config(64, 16, 0.05))
+        backbone.model = peft  # the engine runs the wrapped model; the adapter is the only trainable part
+    if cfg.gradient_checkpointing:
+        backbone.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone.hf.enable_input_require_grads()
+    backbone.model.train()
+
+
 def _time_train(cfg: BenchConfig) -> dict:
     """Median time of one training step per method (interleaved, one process)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     backbone, make_batch = _setup(cfg)
-    backbone.model.train()
+    _for_training(cfg, backbone)
     batch = make_batch(cfg.train_batch, cfg.latents, cfg.rest_tokens)
     runs = {m: _train_runner(cfg, m, backbone) for m in TRAIN_METHODS}
     times = {m: [] for m in TRAIN_METHODS}
@@ -167,9 +203,9 @@ def _time_all(cfg: BenchConfig) -> dict:
     interleaved run by run, so that machine noise hits them alike."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    backbone, make_batch = _setup(cfg)
-    hf_backbone, _ = _setup(cfg, never_stop=False)
-    hf_backbone.model = hf_backbone.hf = backbone.hf  # same weights; eos only matters to generate's kwargs
+    built = _model(cfg)
+    backbone, make_batch = _setup(cfg, built=built)
+    hf_backbone, _ = _setup(cfg, never_stop=False, built=built)  # the same weights; eos only matters to generate
     engine = LatentEngine(backbone, LatentConfig(k=cfg.k))
     runs = {m: _runner(cfg, m, hf_backbone if m == "hf-generate" else backbone, engine) for m in METHODS}
     out = {m: {} for m in METHODS}
@@ -200,7 +236,7 @@ def _peak_memory(cfg: BenchConfig, method: str) -> dict:
     backbone, make_batch = _setup(cfg, never_stop=method != "hf-generate")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if cfg.train:
-        backbone.model.train()
+        _for_training(cfg, backbone)
         _train_runner(cfg, method, backbone)(make_batch(cfg.train_batch, cfg.latents, cfg.rest_tokens))
     else:
         run = _runner(cfg, method, backbone, LatentEngine(backbone, LatentConfig(k=cfg.k)))
@@ -262,12 +298,21 @@ def _machine(cfg: BenchConfig) -> dict:
             "placement": getattr(cfg, "placement", "")}
 
 
+def _model_name(cfg: dict) -> str:
+    if cfg["preset"]:
+        cut = f" cut to {cfg['preset_layers']} layer(s)" if cfg["preset_layers"] else ""
+        return f"{cfg['preset']} architecture{cut} (random weights)"
+    return f"tiny Qwen2-VL hidden {cfg['hidden_size']}, {cfg['num_layers']} layers"
+
+
 def format_report(report: dict) -> str:
     cfg = report["config"]
     if cfg["train"]:
         lines = [f"ivtlr bench --train: one training step (forward + backward), batch {cfg['train_batch']}, "
-                 f"{cfg['latents']} latent steps, K={cfg['k']}, {cfg['rest_tokens']} supervised tokens, tiny Qwen2-VL "
-                 f"hidden {cfg['hidden_size']}, {cfg['num_layers']} layers, {(cfg['image_size'] // 28) ** 2} image tokens, "
+                 f"{cfg['latents']} latent steps, K={cfg['k']}, {cfg['rest_tokens']} supervised tokens, {_model_name(cfg)}, "
+                 f"{'LoRA r64, ' if cfg['lora'] or cfg['preset'] else ''}"
+                 f"{'layer checkpointing, ' if cfg['gradient_checkpointing'] else ''}"
+                 f"{(cfg['image_size'] // 28) ** 2} image tokens, "
                  f"{cfg['device']} {cfg['dtype']}, {report['machine']['threads']} threads",
                  f"{'method':<12}{'step (ms)':>12}{'x recompute':>14}{'peak mem (MB)':>16}{'step mem (MB)':>16}"
                  f"{'x recompute':>14}"]
@@ -279,7 +324,7 @@ def format_report(report: dict) -> str:
                      "peak minus the footprint before the step (model, inputs, libraries).")
         return "\n".join(lines)
     lines = [
-        f"ivtlr bench: tiny Qwen2-VL hidden {cfg['hidden_size']}, {cfg['num_layers']} layers, "
+        f"ivtlr bench: {_model_name(cfg)}, "
         f"{cfg['image_size']}px image = {(cfg['image_size'] // 28) ** 2} image tokens, n={cfg['latents']}, "
         f"K={cfg['k']}, {cfg['new_tokens']} new tokens, {cfg['device']} {cfg['dtype']}, "
         f"{report['machine']['threads']} threads",
