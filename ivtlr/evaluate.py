@@ -45,8 +45,10 @@ def predict(
     intervention=None,
     keep_states: bool = False,
     keep_attention: bool = False,
+    on_records=None,
 ) -> list[PredictionRecord]:
-    """Generate for every example (batched, in order). ``progress(done, total)`` is called after each batch.
+    """Generate for every example (batched, in order). ``progress(done, total)`` is called after each batch, and
+    ``on_records(records)`` with the batch's records (to stream them to disk).
 
     ``intervention`` (an ``ivtlr.engine.Intervention``) is passed to the engine; ``keep_states`` keeps each
     question's fed-back states (on the CPU, float32) in its record; ``keep_attention`` its attention measures."""
@@ -74,6 +76,8 @@ def predict(
                 record.token_attention = token_att[b, :n - 1] if token_att is not None else torch.zeros(0, 4)
                 record.token_ids = ids
             out.append(record)
+        if on_records is not None:
+            on_records(out[start:])
         if progress is not None:
             progress(len(out), len(examples))
     return out
@@ -132,15 +136,18 @@ def blind(example):
 
 def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_tokens: int, batch_size: int = 16,
              latency_questions: int = 16, name: str = "", progress=None, intervention=None,
-             warmup_questions: int = 2) -> EvalResult:
+             warmup_questions: int = 2, done: list[PredictionRecord] = (), on_records=None) -> EvalResult:
     """Accuracy (every judge), autoregressive steps, latency at batch 1 and batched throughput.
 
     Latency is the mean wall time per question at batch size 1 over the first ``latency_questions``, timed after
     ``warmup_questions`` untimed ones (so that no mode pays for first-call allocations); the accuracy and
     throughput come from the batched run over all questions (batched == one-by-one outputs). ``intervention``
-    (``ivtlr.engine.Intervention``) applies to every run.
+    (``ivtlr.engine.Intervention``) applies to every run. ``done`` holds records of an interrupted run (by id):
+    those questions are not generated again, and the records come back in the examples' order; ``on_records``
+    receives each new batch's records as they finish.
     """
     tokens = engine.backbone.tokens
+    finished = {r.id: r for r in done}
     encoded = [encode_example(task, encoder, ex, tokens.image) for ex in examples]
     run = lambda enc, bs, **kw: predict(engine, encoder, enc, n_latents, max_new_tokens, bs,  # noqa: E731
                                         intervention=intervention, **kw)
@@ -148,9 +155,14 @@ def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_toke
     if intervention is None or intervention.state != "shuffle":  # shuffling needs batches: no batch-1 timing
         run(encoded[:warmup_questions], 1)
         lat = run(encoded[:latency_questions], 1)
+    todo = [enc for enc in encoded if enc.id not in finished]
+    base = len(encoded) - len(todo)
     t0 = time.perf_counter()
-    records = run(encoded, batch_size, progress=progress)
+    new = run(todo, batch_size, on_records=on_records,
+              progress=None if progress is None else (lambda k, _n: progress(base + k, len(encoded))))
     wall = time.perf_counter() - t0
+    fresh = {r.id: r for r in new}
+    records = [finished.get(enc.id) or fresh[enc.id] for enc in encoded]
     report = score_predictions(task, {ex.id: ex for ex in examples}, records)
     summary = {
         "name": name, "n_questions": len(records), "n_latents": n_latents, "max_new_tokens": max_new_tokens,
@@ -158,11 +170,30 @@ def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_toke
         "accuracy": {j: report.overall[j].accuracy for j in report.judges},
         "ar_steps": sum(r.n_generated for r in records) / max(1, len(records)),
         "latency_s": sum(r.seconds for r in lat) / len(lat) if lat else float("nan"),
-        "throughput_q_per_s": len(records) / wall if wall else float("nan"),
+        "throughput_q_per_s": len(new) / wall if wall and new else float("nan"),
+        "resumed": len(finished),
         "batch_size": batch_size,
         "report": report.to_dict(),
     }
     return EvalResult(summary, records, report)
+
+
+def prediction_line(task, example, r: PredictionRecord, timing: bool = False) -> str:
+    """One line of predictions.jsonl: the task's record (M3CoT's "custom" format) plus what the engine did;
+    ``timing`` adds the question's seconds (the streamed partial file, so a resumed run keeps them)."""
+    import json
+
+    record = task.to_record(example, r.output)
+    record.update({"n_generated": r.n_generated, "selected_patches": r.selected})
+    if timing:
+        record["seconds"] = r.seconds
+    return json.dumps(record) + "\n"
+
+
+def record_from_line(line: dict) -> PredictionRecord:
+    """A PredictionRecord back from a line of ``prediction_line`` (resuming an interrupted evaluation)."""
+    return PredictionRecord(str(line["id"]), line["messages"][-1], int(line["n_generated"]),
+                            [list(map(int, step)) for step in line["selected_patches"]], float(line.get("seconds", 0)))
 
 
 def write_outputs(out_dir, task, examples: list, result: EvalResult) -> None:
@@ -172,11 +203,11 @@ def write_outputs(out_dir, task, examples: list, result: EvalResult) -> None:
 
     out = Path(out_dir)
     by_id = {ex.id: ex for ex in examples}
-    with (out / "predictions.jsonl").open("w") as f:
+    tmp = out / "predictions.jsonl.tmp"
+    with tmp.open("w") as f:
         for r in result.records:
-            record = task.to_record(by_id[r.id], r.output)
-            record.update({"n_generated": r.n_generated, "selected_patches": r.selected})
-            f.write(json.dumps(record) + "\n")
+            f.write(prediction_line(task, by_id[r.id], r))
+    tmp.replace(out / "predictions.jsonl")
     (out / "summary.json").write_text(json.dumps(result.summary, indent=2))
     (out / "table.md").write_text(format_table([result.summary]) + "\n\n" + result.report.format() + "\n")
 

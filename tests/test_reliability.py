@@ -293,3 +293,39 @@ def test_every_flag_of_every_command_has_help(monkeypatch):
         with pytest.raises(SystemExit):
             importlib.import_module(module).main(argv)
     assert undocumented == {}
+
+
+# ------------------------------------------------------------------------------ evaluation: kill and resume
+def test_eval_killed_mid_run_resumes_to_the_same_files(qwen_checkpoint, synth_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = [sys.executable, "-m", "ivtlr.commands", "eval", "--checkpoint", str(qwen_checkpoint), "--data",
+            str(synth_dir), "--split", "train", "--batch-size", "2", "--max-new-tokens", "12", "--no-progress"]
+    whole = tmp_path / "whole"
+    subprocess.run([*base, "--out", str(whole)], check=True, capture_output=True, timeout=300)
+    part = tmp_path / "part"
+    proc = subprocess.Popen([*base, "--out", str(part)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stream = part / "predictions.partial.jsonl"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if stream.is_file() and len(stream.read_text().splitlines()) >= 4:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the evaluation finished before it could be killed"
+    answered = len(stream.read_text().splitlines())
+    assert 4 <= answered < 16 and not (part / "predictions.jsonl").exists()
+    with stream.open("a") as f:
+        f.write('{"id": "torn')  # a line cut by the kill
+    done = subprocess.run([*base, "--out", str(part), "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{answered} of 16 questions already answered" in done.stdout
+    assert (part / "predictions.jsonl").read_bytes() == (whole / "predictions.jsonl").read_bytes()
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, part))
+    assert a["accuracy"] == b["accuracy"] and a["ar_steps"] == b["ar_steps"] and b["resumed"] == answered
+    assert not stream.exists()

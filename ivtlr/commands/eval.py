@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 from pathlib import Path
 
 from ..cliargs import add_dataclass_flags, dataclass_from_args, overrides_from_args
 from ..engine import LatentConfig
-from ..evaluate import MODES, blind, format_table, run_eval, write_outputs
+from ..evaluate import MODES, blind, format_table, prediction_line, record_from_line, run_eval, write_outputs
 from ..inference import load_inference
 
 
@@ -28,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blind", action="store_true", help="replace every image by a gray image (blind baseline)")
     p.add_argument("--prompt-style", choices=["aligned", "reference"], help="aligned: the training prompt; "
                    "reference: the authors' inference prompt (for their checkpoints); default: the run's")
-    p.add_argument("--out", required=True, help="a new (or empty) output folder")
+    p.add_argument("--out", required=True, help="a new (or empty) output folder; predictions stream to "
+                   "OUT/predictions.partial.jsonl as batches finish")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted evaluation in --out: the "
+                   "questions already in its predictions.partial.jsonl are not generated again")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--device", help="default: the first GPU, else the CPU")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="default: bfloat16 on a GPU that supports it or for pretrained weights, else float32")
@@ -42,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--latents is for --mode ivtlr; --mode {args.mode} runs no latent steps")
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} is not empty; results are never appended to an old folder (choose a new --out)")
+    partial = out / "predictions.partial.jsonl"
+    if args.resume and not partial.is_file():
+        raise ValueError(f"--resume: {partial} does not exist (nothing to continue; run without --resume)")
+    if not args.resume and out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty; results are never appended to an old folder (choose a new --out, "
+                         "or --resume an interrupted evaluation)")
     inf = load_inference(args.checkpoint, args.base, task=args.task, prompt_style=args.prompt_style,
                          device=args.device, dtype=args.dtype, log=print)
     cfg, task, encoder = inf.config, inf.task, inf.encoder
@@ -64,15 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         examples = [blind(ex) for ex in examples]
     default_n, default_budget = MODES[mode]
     n = default_n if default_n is not None else (args.latents if args.latents is not None else cfg.curriculum.max_latent_stage)
-    result = run_eval(engine, encoder, task, examples, n, args.max_new_tokens or default_budget, args.batch_size,
-                      name=row_name(mode, args.blind, overrides_from_args(args, LatentConfig, "latent")))
+    done = _finished(partial, {ex.id for ex in examples}) if args.resume else []
+    if done:
+        print(f"--resume: {len(done)} of {len(examples)} questions already answered in {partial}")
+    out.mkdir(parents=True, exist_ok=True)
+    by_id = {ex.id: ex for ex in examples}
+    with partial.open("a") as stream, _progress_bar(args.progress, len(examples), len(done)) as bar:
+        def save(records):
+            stream.write("".join(prediction_line(task, by_id[r.id], r, timing=True) for r in records))
+            stream.flush()
+            os.fsync(stream.fileno())
+
+        result = run_eval(engine, encoder, task, examples, n, args.max_new_tokens or default_budget, args.batch_size,
+                          name=row_name(mode, args.blind, overrides_from_args(args, LatentConfig, "latent")),
+                          done=done, on_records=save, progress=lambda k, total: bar.update(k - bar.n))
     result.summary.update({
         "mode": mode, "blind": args.blind, "checkpoint": str(Path(args.checkpoint).resolve()), "base": args.base,
         "data": data if not Path(str(data)).exists() else str(Path(data).resolve()), "split": args.split,
         "limit": args.limit, "on_error": cfg.data.on_error, "skipped": skipped, "filtered": filtered,
         "placement": str(inf.placement)})
-    out.mkdir(parents=True, exist_ok=True)
     write_outputs(out, task, examples, result)
+    partial.unlink()
     print(format_table([result.summary]))
     print(result.report.format())
     print(f"wrote {out}/predictions.jsonl, summary.json, table.md")
@@ -83,3 +105,28 @@ def row_name(mode: str, blind: bool, latent_overrides: dict) -> str:
     """A row's name says what ran: the mode, blind, and every latent option changed from the run's."""
     extra = ", ".join(f"latent.{k}={v}" for k, v in sorted(latent_overrides.items()))
     return mode + (" (blind)" if blind else "") + (f" [{extra}]" if extra else "")
+
+
+def _finished(partial: Path, ids: set[str]) -> list:
+    """The records of an interrupted run's stream; a torn last line (killed mid-write) is dropped."""
+    records, lines, kept = [], partial.read_text().splitlines(), []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # the line being written when the run was killed
+            raise ValueError(f"{partial} line {i + 1}: not valid JSON") from None
+        kept.append(line + "\n")
+        if str(row.get("id")) not in ids:
+            raise ValueError(f"{partial} line {i + 1}: record {row.get('id')!r} is not among the questions being "
+                             "evaluated (another evaluation's folder?)")
+        records.append(record_from_line(row))
+    partial.write_text("".join(kept))  # without a torn last line, so that new lines append cleanly
+    return records
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="q", desc="eval", disable=not enabled, dynamic_ncols=True)
