@@ -287,38 +287,38 @@ QWEN_7B_IDS = QwenSpecialIds(pad=151643, eos=151645, vision_start=151652, vision
                              video_pad=151656, start_latent=151665, end_latent=151666, latent=151667)
 
 
+def _qwen_7b_text_config(layers: int | None, max_positions: int) -> dict:
+    """The Qwen2-7B language model both released VL models share (``layers`` cuts its depth)."""
+    return dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=layers or 28,
+                num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=max_positions,
+                rms_norm_eps=1e-6, rope_theta=1000000.0, rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+                pad_token_id=QWEN_7B_IDS.pad, bos_token_id=151643, eos_token_id=QWEN_7B_IDS.eos)
+
+
+def _qwen_7b_ids() -> dict:
+    ids = QWEN_7B_IDS
+    return dict(image_token_id=ids.image_pad, video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
+                vision_end_token_id=ids.vision_end, tie_word_embeddings=False)
+
+
 def qwen2vl_7b_config(layers: int | None = None, attn_implementation: str = "sdpa"):
     """Qwen/Qwen2-VL-7B-Instruct's published config.json (``layers`` cuts the language model's depth)."""
     from transformers import Qwen2VLConfig
 
-    ids = QWEN_7B_IDS
     return Qwen2VLConfig(
-        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
-                         num_hidden_layers=layers or 28, num_attention_heads=28, num_key_value_heads=4,
-                         max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                         rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
-                         pad_token_id=ids.pad, bos_token_id=151643, eos_token_id=ids.eos),
+        text_config=_qwen_7b_text_config(layers, 32768),
         vision_config=dict(depth=32, embed_dim=1280, hidden_size=3584, mlp_ratio=4, num_heads=16, in_channels=3,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=ids.image_pad, video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
-        vision_end_token_id=ids.vision_end, attn_implementation=attn_implementation, tie_word_embeddings=False,
-    )
+        attn_implementation=attn_implementation, **_qwen_7b_ids())
 
 
 def qwen25vl_7b_config(layers: int | None = None, attn_implementation: str = "sdpa"):
     """Qwen/Qwen2.5-VL-7B-Instruct's published config.json (``layers`` cuts the language model's depth)."""
     from transformers import Qwen2_5_VLConfig
 
-    ids = QWEN_7B_IDS
     return Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
-                         num_hidden_layers=layers or 28, num_attention_heads=28, num_key_value_heads=4,
-                         max_position_embeddings=128000, rms_norm_eps=1e-6, rope_theta=1000000.0,
-                         rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
-                         pad_token_id=ids.pad, bos_token_id=151643, eos_token_id=ids.eos),
+        text_config=_qwen_7b_text_config(layers, 128000),
         vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
                            window_size=112, fullatt_block_indexes=[7, 15, 23, 31], patch_size=14,
                            spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
-        image_token_id=ids.image_pad, video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
-        vision_end_token_id=ids.vision_end, attn_implementation=attn_implementation, tie_word_embeddings=False,
-    )
+        attn_implementation=attn_implementation, **_qwen_7b_ids())

@@ -8,13 +8,13 @@ from pathlib import Path
 from ..analyze import AnalysisInputs, format_markdown, run_analysis, write_analysis
 from ..checkpoint import stage_checkpoints
 from ..inference import load_inference
+from .flags import add_checkpoint_flags
 
 
 def main(argv: list[str] | None = None) -> int:
     """``ivtlr analyze --checkpoint PATH [--task synth] [--data DIR] --out DIR``."""
     p = argparse.ArgumentParser(prog="ivtlr analyze", description="Diagnostics of the latent steps: selections, probes, interventions, scales.")
-    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder (or an authors' .pth with --base)")
-    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path)")
+    add_checkpoint_flags(p)
     p.add_argument("--task", choices=["synth", "m3cot", "scienceqa"], help="default: the run's task")
     p.add_argument("--data", help="dataset (default: the run's)")
     p.add_argument("--latents", type=int, help="latent steps (default: the run's last stage)")
@@ -26,9 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=16, help="generation budget (a model with explicit steps "
                    "left needs a chain-of-thought-sized one, e.g. 128)")
     p.add_argument("--out", required=True, help="output folder (analysis.json, analysis.md, PNG plots)")
-    p.add_argument("--device", help="default: the first GPU, else the CPU")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="default: the project's policy (ivtlr.placement)")
     args = p.parse_args(argv)
     for name in ("n_test", "batch_size"):
         if getattr(args, name) < 1:

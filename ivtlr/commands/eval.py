@@ -11,13 +11,13 @@ from ..cliargs import add_dataclass_flags, dataclass_from_args, overrides_from_a
 from ..engine import LatentConfig
 from ..evaluate import MODES, blind, format_table, prediction_line, record_from_line, run_eval, write_outputs
 from ..inference import load_inference
+from .flags import add_checkpoint_flags
 
 
 def main(argv: list[str] | None = None) -> int:
     """``ivtlr eval --checkpoint PATH --task NAME [--data PATH] [--mode ...]``."""
     p = argparse.ArgumentParser(prog="ivtlr eval", description="Evaluate a checkpoint on a benchmark.")
-    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
-    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path) for config and tokenizer")
+    add_checkpoint_flags(p)
     p.add_argument("--task", choices=["synth", "m3cot", "scienceqa"], default=None, help="default: the run's task")
     p.add_argument("--data", help="dataset (hub id or local path); default: the run's")
     p.add_argument("--split", default="test", help="the split to evaluate (default test)")
@@ -35,9 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue an interrupted evaluation in --out: the "
                    "questions already in its predictions.partial.jsonl are not generated again")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.add_argument("--device", help="default: the first GPU, else the CPU")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="default: bfloat16 on a GPU that supports it or for pretrained weights, else float32")
     add_dataclass_flags(p, LatentConfig, prefix="latent")
     args = p.parse_args(argv)
     for flag, value, low in (("--latents", args.latents, 0), ("--max-new-tokens", args.max_new_tokens, 1),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..explain import Answer, Question, answer, open_image, predicted_letter, write_gallery
 from ..inference import Inference, load_inference
+from .flags import add_checkpoint_flags, add_question_flags
 
 
 def _from_predictions(inf: Inference, path: Path, data: str | None, split: str, limit: int | None) -> list[Answer]:
@@ -52,11 +53,8 @@ def _from_predictions(inf: Inference, path: Path, data: str | None, split: str, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ivtlr explain", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
-    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path)")
-    p.add_argument("--image", help="one question: its image file")
-    p.add_argument("--question", help="one question: its text")
-    p.add_argument("--choices", nargs="+", help="one question: its options, in order")
+    add_checkpoint_flags(p)
+    add_question_flags(p)
     p.add_argument("--predictions", help="a predictions.jsonl of ivtlr eval (instead of one question)")
     p.add_argument("--data", help="with --predictions: the dataset its ids come from (default: the run's)")
     p.add_argument("--split", default="test", help="with --predictions: the split (default test)")
@@ -69,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give either --predictions FILE, or --image, --question and --choices")
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
-    inf = load_inference(args.checkpoint, args.base, log=lambda m: print(m, file=sys.stderr))
+    inf = load_inference(args.checkpoint, args.base, device=args.device, dtype=args.dtype, log=lambda m: print(m, file=sys.stderr))
     if args.predictions:
         answers = _from_predictions(inf, Path(args.predictions), args.data, args.split, args.limit)
     else:

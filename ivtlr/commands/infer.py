@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..explain import Question, answer, open_image
 from ..inference import load_inference
+from .flags import add_checkpoint_flags, add_question_flags
 
 
 def _questions(args) -> list[dict]:
@@ -49,18 +50,12 @@ def _questions(args) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ivtlr infer", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="an ivtlr checkpoint folder, or an authors' .pth with --base")
-    p.add_argument("--base", help="for an authors' .pth: base model for config and tokenizer")
-    p.add_argument("--image", help="the image file of one question")
-    p.add_argument("--question", help="the question text")
-    p.add_argument("--choices", nargs="+", help="the options, in order (A, B, ...)")
+    add_checkpoint_flags(p)
+    add_question_flags(p)
     p.add_argument("--questions", help="JSONL with image, question, choices per line")
     p.add_argument("--latents", type=int, help="latent steps (default: the run's last stage)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="answer budget in tokens (default 32)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--device", help="default: the first GPU, else the CPU")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="default: the project's policy (ivtlr.placement)")
     args = p.parse_args(argv)
     if args.latents is not None and args.latents < 0:
         p.error("--latents must be >= 0")

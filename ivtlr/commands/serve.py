@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import stage_checkpoints
+from .flags import add_checkpoint_flags
 
 DEMO_RUN = Path("runs/demo/ivtlr")
 
@@ -34,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     d = Limits()
     p = argparse.ArgumentParser(prog="ivtlr serve", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", help=f"an ivtlr checkpoint folder, or an authors' .pth with --base "
-                                        f"(default: the last stage of {DEMO_RUN})")
-    p.add_argument("--base", help="for an authors' .pth: the base model (hub id or path)")
+    add_checkpoint_flags(p, required=False, default_help=f" (default: the last stage of {DEMO_RUN})")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"questions per engine batch (default {d.max_batch})")
@@ -46,9 +45,6 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"largest upload (default {d.max_upload_bytes / 2**20:g})")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help=f"largest image (default {d.max_pixels:,})")
     p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="answer budget in tokens")
-    p.add_argument("--device", help="default: the first GPU, else the CPU")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="default: the project's policy (ivtlr.placement)")
     args = p.parse_args(argv)
     for name in ("max_batch", "port", "max_pixels", "max_new_tokens"):
         if getattr(args, name) < (0 if name == "port" else 1):
