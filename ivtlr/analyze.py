@@ -39,6 +39,7 @@ INTERVENTIONS: dict[str, Intervention] = {
     "h_noise": Intervention(state="noise"),
     "vision_random": Intervention(vision="random"),
     "vision_lowest": Intervention(vision="lowest"),
+    "vision_zero": Intervention(vision="zero"),
 }
 INTERVENTION_TEXT = {
     "h_zero": "h_t replaced by zeros",
@@ -46,6 +47,7 @@ INTERVENTION_TEXT = {
     "h_noise": "h_t replaced by noise of the same norm",
     "vision_random": "latent vision: K random image tokens",
     "vision_lowest": "latent vision: the K lowest-scored image tokens",
+    "vision_zero": "latent vision: zero vectors in the K slots (positions kept)",
 }
 
 

@@ -90,20 +90,21 @@ class Intervention:
     ``state`` replaces the fed-back state h_t: ``zero`` by zeros, ``shuffle`` by another question's h_t (the
     batch rolled by one, so a batch needs at least 2 questions), ``noise`` by Gaussian noise of the same length.
     ``vision`` replaces latent vision's top-K: ``random`` by K image tokens drawn uniformly from those not yet
-    picked, ``lowest`` by the K lowest-scored ones. Both apply at the latent steps in ``steps`` (1-based), or at
+    picked, ``lowest`` by the K lowest-scored ones, ``zero`` keeps the selection but inserts zero vectors in place of
+    the selected embeddings (the positions stay, the content goes). Both apply at the latent steps in ``steps`` (1-based), or at
     every step when ``steps`` is None. Everything else runs unchanged; draws are seeded by ``seed`` and the step.
     """
 
     state: Literal["zero", "shuffle", "noise"] | None = None
-    vision: Literal["random", "lowest"] | None = None
+    vision: Literal["random", "lowest", "zero"] | None = None
     steps: tuple[int, ...] | None = None
     seed: int = 0
 
     def __post_init__(self):
         if self.state not in (None, "zero", "shuffle", "noise"):
             raise ValueError(f"state must be None, 'zero', 'shuffle' or 'noise', got {self.state!r}")
-        if self.vision not in (None, "random", "lowest"):
-            raise ValueError(f"vision must be None, 'random' or 'lowest', got {self.vision!r}")
+        if self.vision not in (None, "random", "lowest", "zero"):
+            raise ValueError(f"vision must be None, 'random', 'lowest' or 'zero', got {self.vision!r}")
         if self.steps is not None and any(t < 1 for t in self.steps):
             raise ValueError(f"steps are 1-based latent steps, got {self.steps}")
 
@@ -323,12 +324,19 @@ class LatentEngine:
         return _Layout(p, n, image_pos, rest_ids, rest_mask, rest_labels)
 
     # ------------------------------------------------------------------------------------- latent passes
+    def _caching(self) -> bool:
+        """The KV cache, unless layer checkpointing runs in training: it drops the cache, so the engine recomputes
+        the prefix per pass instead (the same loss and gradients; tests/test_engine.py)."""
+        hf = self.backbone.hf
+        return self.config.use_cache and not (hf.training and torch.is_grad_enabled()
+                                              and getattr(hf, "is_activation_checkpointing", False))
+
     def _prefill(self, batch: LatentBatch, layout: _Layout, attention: bool = False
                  ) -> tuple[_Sequence, torch.Tensor, torch.Tensor | None]:
         """Embed the batch, run the prompt [0, p). Returns the sequence, the (B, T, D) input embeddings and the
         last row's attention (when the first latent step needs it, or ``attention`` asks for it)."""
         embeds = self.backbone.embed_inputs(batch.input_ids, batch.vision)
-        seq = _Sequence(self.backbone, self.config.use_cache)
+        seq = _Sequence(self.backbone, self._caching())
         p = layout.p
         if self.config.positions == "mrope":
             positions = self.backbone.mrope_positions(batch.input_ids, batch.attention_mask, batch.vision)
@@ -407,6 +415,8 @@ class LatentEngine:
         if k:
             pos = torch.stack([layout.image_pos[b][offsets[b]] for b in range(B)])  # (B, K)
             z = embeds.gather(1, pos[..., None].expand(B, k, D))  # (B, K, D) selected image embeddings
+            if intervention is not None and intervention.vision == "zero" and intervention.applies(t):
+                z = torch.zeros_like(z)  # the slots stay, their content goes
             chunk = torch.cat([z, h] if self.config.order == "vision_first" else [h, z], 1)
             flags = [True] * k + [False] if self.config.order == "vision_first" else [False] + [True] * k
         else:

@@ -6,7 +6,8 @@
 # checkpointing. Writes docs/benchmarks-gpu.md with the exact commands and their output.
 #
 #   scripts/gpu_check.sh                       # on the GPU machine
-#   DEVICE=cpu LAYERS=1 scripts/gpu_check.sh   # its CPU path: the same commands on a 1-layer cut, float32
+#   DEVICE=cpu LAYERS=1 scripts/gpu_check.sh   # its CPU path: the same commands on a 1-layer cut, float32,
+#                                              # 224 px images and K=16 (about 10 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -15,6 +16,8 @@ PRESET=${PRESET:-qwen2-vl-7b}
 LAYERS=${LAYERS:-}
 REPEATS=${REPEATS:-$([ "$DEVICE" = cuda ] && echo 5 || echo 1)}
 BATCH=${BATCH:-$([ "$DEVICE" = cuda ] && echo 32 || echo 2)}
+IMAGE=${IMAGE:-$([ "$DEVICE" = cuda ] && echo 448 || echo 224)}   # 448 px: 256 image tokens; 224 px: 64
+K=${K:-$([ "$DEVICE" = cuda ] && echo 32 || echo 16)}             # the authors' K=32 (K x 3 steps <= image tokens)
 OUT=${OUT:-docs/benchmarks-gpu.md}
 cut=${LAYERS:+--preset-layers $LAYERS}
 python=${PYTHON:-python}
@@ -39,8 +42,8 @@ if [ "$DEVICE" = cuda ]; then
     run $python -m pytest -q -m gpu tests/test_gpu.py
 fi
 run $python -m ivtlr.commands bench --preset "$PRESET" $cut --device "$DEVICE" --dtype "$DTYPE" \
-    --image-size 448 --latents 3 --k 32 --new-tokens 10 --batch "$BATCH" --repeats "$REPEATS"
+    --image-size "$IMAGE" --latents 3 --k "$K" --new-tokens 10 --batch "$BATCH" --repeats "$REPEATS"
 run $python -m ivtlr.commands bench --train --preset "$PRESET" $cut --device "$DEVICE" --dtype "$DTYPE" \
-    --image-size 448 --latents 3 --k 32 --train-batch 4 --rest-tokens 64 --gradient-checkpointing --repeats "$REPEATS"
+    --image-size "$IMAGE" --latents 3 --k "$K" --train-batch 4 --rest-tokens 64 --gradient-checkpointing --repeats "$REPEATS"
 mv "$OUT.tmp" "$OUT"
 echo "wrote $OUT" >&2

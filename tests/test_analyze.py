@@ -124,6 +124,12 @@ def test_each_intervention_changes_exactly_what_it_names(kit, monkeypatch):
     assert random_1.selected != random_2.selected  # different draws (9 pairs of 12 tokens)
     assert random_1.selected == _spy(eng, batch, monkeypatch, Intervention(vision="random", steps=(1,), seed=5))[0].selected
 
+    # zero vectors in the slots of step 2: the same selection, chunk 2's image part zero and its h unchanged
+    out, chunks, _ = _spy(eng, batch, monkeypatch, Intervention(vision="zero", steps=(2,)))
+    assert out.selected[0][:2] == base.selected[0][:2] and torch.equal(chunks[0], base_chunks[0])
+    assert not chunks[1][:, :2].any() and torch.equal(chunks[1][:, -1], base_chunks[1][:, -1])
+    assert (out.first_logits - base.first_logits).abs().max() > 1e-5
+
 
 def test_shuffle_needs_two_questions_and_steps_are_one_based():
     kit = KITS["qwen2-vl"]

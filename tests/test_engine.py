@@ -303,9 +303,11 @@ def test_labels_on_the_prompt_are_rejected(kit):
 
 
 # ------------------------------------------------------------------------------ gradient checkpointing
+@pytest.mark.parametrize("use_cache", [False, True])
 @pytest.mark.parametrize("kit", ALL)
-def test_layer_checkpointing_with_recomputed_passes_equals_the_cached_engine(kit):
-    """Checkpointing drops the KV cache in training; the engine's recompute mode gives the same loss and grads."""
+def test_layer_checkpointing_with_recomputed_passes_equals_the_cached_engine(kit, use_cache):
+    """Checkpointing drops the KV cache in training; the engine's recompute mode gives the same loss and grads
+    (asked for, or chosen by the engine itself when the config keeps use_cache on)."""
     bb = kit.backbone(lora=True)
     batch = train_batch(kit)
     bb.model.zero_grad()
@@ -317,7 +319,7 @@ def test_layer_checkpointing_with_recomputed_passes_equals_the_cached_engine(kit
     bb.model.enable_input_require_grads()
     bb.model.train()
     try:
-        out = engine(bb, use_cache=False).forward(batch)
+        out = engine(bb, use_cache=use_cache).forward(batch)
         out.loss.backward()
     finally:
         bb.hf.gradient_checkpointing_disable()
