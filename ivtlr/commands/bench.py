@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..attention import register_lastrow_backend
-from ..backbones import PRESETS, QWEN_7B_IDS, backbone_for, build_preset
+from ..backbones import PRESETS, QWEN_7B_IDS, backbone_for, build_preset, family_of
 from ..batching import Sample, collate
 from ..cliargs import add_dataclass_flags, dataclass_from_args
 from ..engine import LatentConfig, LatentEngine
@@ -167,8 +167,6 @@ def _for_training(cfg: BenchConfig, backbone) -> None:
     """LoRA (the authors' r=64 on the language model) and layer checkpointing, as the config asks."""
     if cfg.lora or cfg.preset:
         from peft import get_peft_model
-
-        from ..backbones import family_of
 
         peft = get_peft_model(backbone.hf, family_of(backbone.hf).lora_config(64, 16, 0.05))
         backbone.model = peft  # the engine runs the wrapped model; the adapter is the only trainable part

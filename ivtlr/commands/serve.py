@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from ..checkpoint import stage_checkpoints
+from ..inference import load_inference
+from ..serve import Limits, make_app
 from .flags import add_checkpoint_flags
 
 DEMO_RUN = Path("runs/demo/ivtlr")
@@ -31,8 +33,6 @@ def default_checkpoint(run: Path = DEMO_RUN) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..serve import Limits
-
     d = Limits()
     p = argparse.ArgumentParser(prog="ivtlr serve", description=__doc__.split("\n")[0])
     add_checkpoint_flags(p, required=False, default_help=f" (default: the last stage of {DEMO_RUN})")
@@ -53,9 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--max-wait-ms must be >= 0 and --max-upload-mib > 0")
 
     import uvicorn
-
-    from ..inference import load_inference
-    from ..serve import make_app
 
     checkpoint = args.checkpoint or default_checkpoint()
     inf = load_inference(checkpoint, args.base, device=args.device, dtype=args.dtype,
