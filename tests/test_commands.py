@@ -170,6 +170,13 @@ def test_explain_a_predictions_file_writes_an_offline_gallery(qwen_checkpoint, s
     page = (tmp_path / "g" / "index.html").read_text()
     assert len(pngs) == 4 and page.count("data:image/png;base64,") == 4
     assert "src=\"http" not in page and "<script" not in page  # self-contained: opens offline
+    # one command: the dataset's questions answered now; the same patches as the predictions file's
+    cells = lambda out: [line.split("cells per step: ")[1] for line in out.splitlines() if "cells per step" in line]  # noqa: E731
+    from_file = cells(capsys.readouterr().out)
+    assert ivtlr(["explain", "--checkpoint", str(qwen_checkpoint), "--data", str(synth_dir), "--limit", "4",
+                  "--batch-size", "3", "--out", str(tmp_path / "g2")]) == 0
+    assert cells(capsys.readouterr().out) == from_file and len(from_file) == 4
+    assert len(list((tmp_path / "g2").glob("*.png"))) == 4
 
 
 def test_explain_one_question_and_bad_records(qwen_checkpoint, synth_dir, tmp_path, capsys):

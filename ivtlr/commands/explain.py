@@ -2,9 +2,11 @@
 
     ivtlr explain --checkpoint CKPT --image board.png --question "..." --choices red green blue --out DIR
     ivtlr explain --checkpoint CKPT --predictions runs/eval/predictions.jsonl --data DIR [--limit N] --out DIR
+    ivtlr explain --checkpoint runs/demo/ivtlr/checkpoints/step-001565 --data runs/demo/data --out runs/gallery
 
 With ``--predictions`` (a file of ``ivtlr eval``) the pictures show that file's answers and selected patches, and
-the gold answer; the images and questions come from ``--data`` (default: the run's), matched by record id. The
+the gold answer; the images and questions come from ``--data`` (default: the run's), matched by record id. With
+``--data`` alone, the split's questions are answered now (the demo's test questions in one command). The
 checkpoint is read for its prompt encoder (how image tokens map back to pixels) and, for one question, to answer.
 """
 
@@ -56,20 +58,31 @@ def main(argv: list[str] | None = None) -> int:
     add_checkpoint_flags(p)
     add_question_flags(p)
     p.add_argument("--predictions", help="a predictions.jsonl of ivtlr eval (instead of one question)")
-    p.add_argument("--data", help="with --predictions: the dataset its ids come from (default: the run's)")
-    p.add_argument("--split", default="test", help="with --predictions: the split (default test)")
-    p.add_argument("--limit", type=int, help="with --predictions: the first N records only")
-    p.add_argument("--latents", type=int, help="one question: latent steps (default: the run's last stage)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="one question: answer budget (default 32)")
+    p.add_argument("--data", help="the dataset: with --predictions, where its ids come from; alone, its questions "
+                   "are answered now (default: the run's)")
+    p.add_argument("--split", default="test", help="with --predictions or --data: the split (default test)")
+    p.add_argument("--limit", type=int, help="with --predictions or --data: the first N records only")
+    p.add_argument("--latents", type=int, help="latent steps when answering (default: the run's last stage)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="answer budget when answering (default 32)")
+    p.add_argument("--batch-size", type=int, default=16, help="questions per engine batch with --data (default 16)")
     p.add_argument("--out", required=True, help="output folder: a PNG per question and index.html")
     args = p.parse_args(argv)
-    if bool(args.predictions) == bool(args.image or args.question or args.choices):
-        p.error("give either --predictions FILE, or --image, --question and --choices")
-    if args.limit is not None and args.limit < 1:
-        p.error("--limit must be >= 1")
+    one = bool(args.image or args.question or args.choices)
+    if sum([bool(args.predictions), one, bool(args.data and not args.predictions)]) != 1:
+        p.error("give one of: --predictions FILE [--data DIR]; --image, --question and --choices; or --data DIR")
+    for flag, value, low in (("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1),
+                             ("--latents", args.latents, 0), ("--max-new-tokens", args.max_new_tokens, 1)):
+        if value is not None and value < low:
+            p.error(f"{flag} must be >= {low}")
     inf = load_inference(args.checkpoint, args.base, device=args.device, dtype=args.dtype, log=lambda m: print(m, file=sys.stderr))
     if args.predictions:
         answers = _from_predictions(inf, Path(args.predictions), args.data, args.split, args.limit)
+    elif not one:  # the dataset's questions, answered now
+        examples = list(inf.task.load(args.data, args.split))[: args.limit]
+        questions = [Question(ex.image, ex.question, list(ex.choices), id=ex.id, answer=ex.answer_letter)
+                     for ex in examples]
+        answers = [a for start in range(0, len(questions), args.batch_size)
+                   for a in answer(inf, questions[start:start + args.batch_size], args.latents, args.max_new_tokens)]
     else:
         if not (args.image and args.question and args.choices):
             p.error("one question needs --image, --question and --choices")
