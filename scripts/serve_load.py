@@ -108,9 +108,10 @@ def main(argv=None) -> int:
         a = answer(inf, [Question(ex.image, ex.question, list(ex.choices))])[0].to_dict()
         reference.append((a["output"], a["selected_boxes"]))
     rows = [run_one(inf, examples, reference, b, args.max_wait_ms, args.clients, args.requests) for b in args.max_batch]
-    lines = [f"Command: `python scripts/{__file__.rsplit('/', 1)[-1]} --checkpoint {args.checkpoint} --clients "
-             f"{args.clients} --requests {args.requests} --max-batch {' '.join(map(str, args.max_batch))} "
-             f"--max-wait-ms {args.max_wait_ms:g}`. Machine: {platform.machine()}, {torch.get_num_threads()} torch "
+    given = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    lines = ["# Load test of `ivtlr serve`", "", "Written by `scripts/serve_load.py`; every answer was checked against answering the same question "
+             "alone.", "", f"Command: `python scripts/serve_load.py {given}` (max wait {args.max_wait_ms:g} ms). "
+             f"Machine: {platform.machine()}, {torch.get_num_threads()} torch "
              f"thread(s), torch {torch.__version__}; {inf.placement}.", "",
              "| max batch | requests/s | p50 latency (ms) | p95 latency (ms) | mean engine batch | answers equal to alone |",
              "|---|---|---|---|---|---|"]
