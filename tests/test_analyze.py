@@ -221,7 +221,8 @@ def test_analyze_end_to_end_on_a_tiny_run(tmp_path):
     assert result["n_latents"] == 2 and result["k"] == 1
     assert len(result["hit_rates"]["by_step"]) == 2 and len(result["hit_rates"]["by_step"][0]) == 3
     assert set(result["probes"]) == {"answer", "step 1 content", "step 2 content", "step 3 content"}
-    assert set(result["interventions"]) == {"h_zero", "h_shuffle", "h_noise", "vision_random", "vision_lowest"}
+    assert set(result["interventions"]) == {"h_zero", "h_shuffle", "h_noise", "vision_random", "vision_lowest",
+                                            "vision_zero"}
     assert set(result["interventions"]["h_zero"]) == {"1", "2", "all"}
     assert len(result["cot"]["exact_match"]) == 3 and len(result["scales"]["h_raw"]) == 2
     for png in ("hit_rates.png", "probes.png", "interventions.png"):
