@@ -329,3 +329,26 @@ def test_eval_killed_mid_run_resumes_to_the_same_files(qwen_checkpoint, synth_di
     a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, part))
     assert a["accuracy"] == b["accuracy"] and a["ar_steps"] == b["ar_steps"] and b["resumed"] == answered
     assert not stream.exists()
+
+
+def test_two_process_evaluation_equals_one_process(qwen_checkpoint, synth_dir, tmp_path):
+    """Data-parallel evaluation (torchrun / accelerate launch): the ranks shard the questions, rank 0 merges."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["eval", "--checkpoint", str(qwen_checkpoint), "--data", str(synth_dir), "--split", "train",
+            "--batch-size", "3", "--max-new-tokens", "12", "--no-progress"]
+    one = tmp_path / "one"
+    subprocess.run([sys.executable, "-m", "ivtlr.commands", *args, "--out", str(one)], check=True,
+                   capture_output=True, timeout=300)
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "ivtlr.commands", *args, "--out", str(two)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (two / "predictions.jsonl").read_bytes() == (one / "predictions.jsonl").read_bytes()
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    assert a["accuracy"] == b["accuracy"] and b["processes"] == 2 and b["n_questions"] == 16
+    assert sorted(p.name for p in two.iterdir()) == ["predictions.jsonl", "summary.json", "table.md"]
