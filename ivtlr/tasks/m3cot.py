@@ -71,6 +71,8 @@ class M3CoTTask(Task):
         """official: (predicted letter or "FAILED", verdict) on the generated text; reference: (sorted candidate
         letters, verdict) on prompt + generated text."""
         messages, answer = record["messages"], record["answer"]
+        if isinstance(answer, int) and not 0 <= answer < len(record["choices"]):
+            raise ValueError(f"record {record['id']!r}: answer index {answer} with {len(record['choices'])} options")
         gold = answer if isinstance(answer, str) else LETTERS[answer]  # other files may store an index
         if judge == "official":
             prediction = official_prediction(messages[-1], record["choices"])

@@ -58,9 +58,12 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
                     raise DataError(where, record_id, "bad_field", "the last of messages (the output) must be a string")
             if "choices" in required:
                 choices = record["choices"]
-                if not isinstance(choices, list) or not choices:
-                    raise DataError(where, record_id, "bad_field", "choices must be a non-empty list of options, "
-                                    f"got {choices!r}"[:120])
+                if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+                    raise DataError(where, record_id, "bad_field", "choices must be a non-empty list of option "
+                                    f"strings, got {choices!r}"[:120])
+            problem = _field_problem(record, required)
+            if problem:
+                raise DataError(where, record_id, "bad_field", problem)
             if record_id in seen:
                 raise DataError(where, record_id, "duplicate_id", "the id occurs twice in the file")
             seen.add(record_id)
@@ -68,3 +71,17 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> list[dict[str,
     if not records:
         raise DataError(str(path), "-", "empty_file", "the file holds no records")
     return records
+
+
+def _field_problem(record: dict[str, Any], required: Sequence[str]) -> str | None:
+    """What is wrong with a record's answer, group or category fields, or None (the types a judge can read)."""
+    answer = record.get("answer")
+    if "answer" in required and (isinstance(answer, bool) or not isinstance(answer, (str, int))):
+        return f"answer must be an option letter or a 0-based index, got {answer!r}"
+    for name in ("domain", "topic"):
+        if name in required and isinstance(record.get(name), (list, dict)):
+            return f"{name} must be a name, got {record[name]!r}"[:120]
+    cats = record.get("categories")
+    if "categories" in required and (not isinstance(cats, list) or not all(isinstance(c, str) for c in cats)):
+        return f"categories must be a list of names, got {cats!r}"[:120]
+    return None
