@@ -113,7 +113,8 @@ def load_model(path: str | Path, base: str | None = None, dtype: str = "auto", d
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(path / "model"))
         missing, unexpected = load_safetensors(model, path / "model" / "model.safetensors", load_weights)
         if missing or unexpected:
-            raise ValueError(f"{path}: weights do not fit: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+            raise ValueError(f"{path / 'model' / 'model.safetensors'}: weights do not fit the model of its config "
+                             f"(another architecture or size?): missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
         if model.config.model_type == "chameleon":  # discrete codes: no gradient ever reaches the VQ image tokenizer
             model.model.vqmodel.requires_grad_(False)
     else:

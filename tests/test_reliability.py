@@ -352,3 +352,17 @@ def test_two_process_evaluation_equals_one_process(qwen_checkpoint, synth_dir, t
     a, b = (json.loads((d / "summary.json").read_text()) for d in (one, two))
     assert a["accuracy"] == b["accuracy"] and b["processes"] == 2 and b["n_questions"] == 16
     assert sorted(p.name for p in two.iterdir()) == ["predictions.jsonl", "summary.json", "table.md"]
+
+
+def test_weights_of_another_architecture_or_size_are_refused(qwen_checkpoint, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    path = _copy(qwen_checkpoint, tmp_path)
+    weights = path / "model" / "model.safetensors"
+    (path / ckpt.CHECKSUMS).unlink()  # as if the checkpoint were assembled by hand
+    state = load_file(str(weights))
+    bigger = {k: torch.zeros(*(d * 2 for d in v.shape)) for k, v in state.items()}  # another size
+    save_file(bigger, str(weights))
+    _error(capsys, ["eval", "--checkpoint", path, "--out", tmp_path / "e"], "model.safetensors")
+    save_file({"model.decoder.layers.0.weight": torch.zeros(3)}, str(weights))  # another architecture
+    _error(capsys, ["eval", "--checkpoint", path, "--out", tmp_path / "e"], "model.safetensors", "do not fit")
