@@ -24,7 +24,7 @@ python=${PYTHON:-python}
 
 run() {  # run a command, echo it and its output into the report
     echo "\$ $*" >&2
-    { echo; echo '```'; echo "\$ $*"; "$@" 2>&1 | grep -v Warning; echo '```'; } >> "$OUT.tmp"
+    { echo; echo '```'; echo "\$ $*"; "$@" 2>&1 | grep -v -E "Warning|warnings.warn|^\[transformers\]"; echo '```'; } >> "$OUT.tmp"
 }
 
 {

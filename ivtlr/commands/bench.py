@@ -317,6 +317,9 @@ def format_report(report: dict) -> str:
         for name, r in report["results"].items():
             lines.append(f"{name:<12}{r['step_ms']:>12.1f}{r['time_vs_recompute']:>14.2f}{r['peak_mem_mb']:>16.0f}"
                          f"{r['run_mem_mb']:>16.0f}{r['memory_vs_recompute']:>14.2f}")
+        if cfg["gradient_checkpointing"]:
+            lines.append("With layer checkpointing the KV cache cannot be kept, so both methods re-run the prefix per "
+                         "latent pass (the engine switches to it by itself); the rows differ only by noise.")
         lines.append("recompute = the authors' schedule (the whole prefix re-run per latent pass), with sdpa. "
                      f"Memory: {next(iter(report['results'].values()))['mem_kind']}, one process per method; step mem = "
                      "peak minus the footprint before the step (model, inputs, libraries).")
