@@ -171,6 +171,29 @@ class BatchQueue:
 
 
 # ------------------------------------------------------------------------------------------------ the app
+async def read_request(request, limits: Limits, max_latents: int) -> tuple[Question, int | None]:
+    """The question and latent steps of an ``/api/answer`` request; BadRequest says what is wrong with it."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > limits.max_upload_bytes + 64 * 1024:
+        raise BadRequest(f"the upload is {int(size) / 2**20:.1f} MiB; the limit is "
+                         f"{limits.max_upload_bytes / 2**20:.1f} MiB", 413)
+    try:
+        form = await request.form(max_part_size=limits.max_upload_bytes + 1)
+    except Exception as err:  # noqa: BLE001  (malformed multipart, a part over the limit)
+        raise BadRequest(f"could not read the form: {err}", 413 if "size" in str(err).lower() else 400) from None
+    upload = form.get("image")
+    if not isinstance(upload, UploadFile):
+        raise BadRequest("choose an image file")
+    image = read_image(await upload.read(limits.max_upload_bytes + 1), limits, repr(upload.filename or "the upload"))
+    q = parse_question(image, str(form.get("question", "")), str(form.get("choices", "")), limits)
+    n = str(form.get("latents") or "").strip()
+    if n and not n.isdigit():
+        raise BadRequest("latent steps must be a whole number")
+    if n and int(n) > max_latents:
+        raise BadRequest(f"latent steps must be between 0 and {max_latents}")
+    return q, int(n) if n else None
+
+
 def answer_json(ans: Answer) -> dict:
     out = ans.to_dict()
     out["overlay"] = "data:image/png;base64," + base64.b64encode(png_bytes(overlay(ans.question.image, ans.boxes))).decode()
@@ -216,28 +239,10 @@ def make_app(inf: Inference, limits: Limits = Limits(), title: str = "IVT-LR"):
     @app.post("/api/answer")
     async def answer_route(request: Request):
         app.state.requests["received"] += 1
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limits.max_upload_bytes + 64 * 1024:
-            return error(f"the upload is {int(size) / 2**20:.1f} MiB; the limit is "
-                         f"{limits.max_upload_bytes / 2**20:.1f} MiB", 413)
         try:
-            form = await request.form(max_part_size=limits.max_upload_bytes + 1)
-        except Exception as err:  # noqa: BLE001  (malformed multipart, a part over the limit)
-            return error(f"could not read the form: {err}", 413 if "size" in str(err).lower() else 400)
-        upload = form.get("image")
-        if not isinstance(upload, UploadFile):
-            return error("choose an image file")
-        try:
-            image = read_image(await upload.read(limits.max_upload_bytes + 1), limits, repr(upload.filename or "the upload"))
-            q = parse_question(image, str(form.get("question", "")), str(form.get("choices", "")), limits)
-            n = form.get("latents")
-            n_latents = None if n in (None, "") else int(str(n))
-            if n_latents is not None and not 0 <= n_latents <= max_latents:
-                raise BadRequest(f"latent steps must be between 0 and {max_latents}")
+            q, n_latents = await read_request(request, limits, max_latents)
         except BadRequest as err:
             return error(str(err), err.status)
-        except ValueError:
-            return error("latent steps must be a whole number")
         try:
             ans = await run_in_threadpool(batches.submit(q, n_latents).result)
         except ValueError as err:  # the engine's own checks (e.g. K x steps over the image's tokens)

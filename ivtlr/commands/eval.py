@@ -89,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     elif rank == 0 and cfg.curriculum.no_cot and mode != "direct":
         print(f"warning: --mode {mode} on a checkpoint trained to answer at once (curriculum.no_cot)")
     data = args.data or cfg.data.source
-    loaded = task.load(data, args.split, on_error=cfg.data.on_error)
-    examples = list(loaded)[: args.limit] if args.limit else list(loaded)
-    if not examples:
-        raise ValueError(f"no questions to evaluate in the {args.split} split of {data}")
-    if args.blind:
-        examples = [blind(ex) for ex in examples]
+    loaded, examples = _questions(task, data, args.split, cfg.data.on_error, args.limit, args.blind)
     default_n, default_budget = MODES[mode]
     n = default_n if default_n is not None else (args.latents if args.latents is not None else cfg.curriculum.max_latent_stage)
     budget = args.max_new_tokens or default_budget
@@ -125,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     print(result.report.format())
     print(f"wrote {out}/predictions.jsonl, summary.json, table.md")
     return 0
+
+
+def _questions(task, data, split: str, on_error: str, limit: int | None, blind_images: bool):
+    """(the loader's Examples, with its skip counts; the questions to evaluate)."""
+    loaded = task.load(data, split, on_error=on_error)
+    examples = list(loaded)[:limit] if limit else list(loaded)
+    if not examples:
+        raise ValueError(f"no questions to evaluate in the {split} split of {data}")
+    return loaded, [blind(ex) for ex in examples] if blind_images else examples
 
 
 def _check_out(out: Path, resume: bool, world: int) -> None:
