@@ -23,6 +23,8 @@ def main(config_path: str, out_path: str) -> None:
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(gathered, f)
+    dist.barrier()
+    dist.destroy_process_group()  # a live gloo group at interpreter exit can abort a rank ("terminate called")
 
 
 if __name__ == "__main__":

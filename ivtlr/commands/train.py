@@ -19,5 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig.load(args.config) if args.config else base
     for section in TrainConfig.SECTIONS:
         setattr(cfg, section, dataclass_from_args(args, type(getattr(cfg, section)), section, getattr(cfg, section)))
-    Trainer(cfg).run()
+    try:
+        Trainer(cfg).run()
+    finally:  # a clean exit of every rank (a live gloo group at interpreter exit can abort the process)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
