@@ -184,7 +184,8 @@ def load_trainer_state(path: str | Path) -> dict:
 
 
 def load_weights(model, path: str | Path) -> None:
-    """Load a checkpoint's weights into an already built model of the same kind (resume)."""
+    """Load a checkpoint's weights into an already built model of the same kind (resume, inference). Errors name
+    the file: CheckpointError for an unreadable one, ValueError for weights that do not fit the model."""
     path = Path(path) / "model"
     if unwrap_peft(model) is not model:
         from peft import set_peft_model_state_dict
@@ -197,13 +198,13 @@ def load_weights(model, path: str | Path) -> None:
         file = path / "model.safetensors"
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no weights")
-        missing, unexpected = load_safetensors(model, file, load_model)
+        missing, unexpected = _load_safetensors(model, file, load_model)
         if missing or unexpected:
-            raise ValueError(f"{file}: weights do not fit the model: missing {sorted(missing)[:3]}, "
-                             f"unexpected {sorted(unexpected)[:3]}")
+            raise ValueError(f"{file}: weights do not fit the model of its config (another architecture or size?): "
+                             f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
 
 
-def load_safetensors(model, file: Path, loader) -> tuple[list[str], list[str]]:
+def _load_safetensors(model, file: Path, loader) -> tuple[list[str], list[str]]:
     """``loader(model, file, strict=False)`` with an unreadable file named in a CheckpointError."""
     try:
         return loader(model, str(file), strict=False)

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 import torch
 
 from .backbones import Backbone, family, family_of
-from .checkpoint import load_safetensors, read_meta, verify_checkpoint
+from .checkpoint import load_weights, read_meta, verify_checkpoint
 from .compat import load_authors_checkpoint
 from .config import ModelConfig, TrainConfig
 from .placement import Placement, place
@@ -106,15 +106,11 @@ def load_model(path: str | Path, base: str | None = None, dtype: str = "auto", d
 
     tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
     if meta["kind"] == "full":
-        from safetensors.torch import load_model as load_weights
         from transformers import AutoConfig, AutoModelForImageTextToText
 
         where = place(dtype, device, pretrained=cfg.model.name_or_path is not None)
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(path / "model"))
-        missing, unexpected = load_safetensors(model, path / "model" / "model.safetensors", load_weights)
-        if missing or unexpected:
-            raise ValueError(f"{path / 'model' / 'model.safetensors'}: weights do not fit the model of its config "
-                             f"(another architecture or size?): missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+        load_weights(model, path)
         if model.config.model_type == "chameleon":  # discrete codes: no gradient ever reaches the VQ image tokenizer
             model.model.vqmodel.requires_grad_(False)
     else:

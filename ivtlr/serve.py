@@ -23,11 +23,12 @@ import base64
 import io
 import logging
 import queue
+import socket
 import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
@@ -256,6 +257,32 @@ def make_app(inf: Inference, limits: Limits = Limits(), title: str = "IVT-LR"):
         return answer_json(ans)
 
     return app
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (for a server started right after)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(app, host: str = "127.0.0.1", log_level: str = "warning"):
+    """Run ``app`` under uvicorn in a background thread on a free port; yields its base URL; stops it on exit."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=free_port(host), log_level=log_level))
+    thread = threading.Thread(target=server.run, name="ivtlr-serve", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server stopped while starting (see its log)")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 PAGE = """<!doctype html>

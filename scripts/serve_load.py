@@ -12,9 +12,7 @@ formed. Every answer is checked against answering the same question alone (batch
 from __future__ import annotations
 
 import argparse
-import io
 import platform
-import socket
 import statistics
 import sys
 import threading
@@ -23,35 +21,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import torch
-import uvicorn
 
-from ivtlr.explain import Question, answer
+from ivtlr.explain import Question, answer, png_bytes
 from ivtlr.inference import load_inference
-from ivtlr.serve import Limits, make_app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _png(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+from ivtlr.serve import Limits, make_app, serving
 
 
 def run_one(inf, examples, reference, max_batch: int, max_wait_ms: float, clients: int, requests: int) -> dict:
     app = make_app(inf, Limits(max_batch=max_batch, max_wait_ms=max_wait_ms))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/api/answer"
-    bodies = [(_png(ex.image), {"question": ex.question, "choices": "\n".join(ex.choices)}) for ex in examples]
+    with serving(app) as base:
+        return _load(app, base + "/api/answer", examples, reference, max_batch, max_wait_ms, clients, requests)
+
+
+def _load(app, url: str, examples, reference, max_batch: int, max_wait_ms: float, clients: int, requests: int) -> dict:
+    bodies = [(png_bytes(ex.image), {"question": ex.question, "choices": "\n".join(ex.choices)}) for ex in examples]
     latencies, mismatches = [], 0
     lock = threading.Lock()
 
@@ -81,8 +64,6 @@ def run_one(inf, examples, reference, max_batch: int, max_wait_ms: float, client
     sizes = dict(app.state.batches.batch_sizes)
     for k, v in before.items():
         sizes[k] -= v
-    server.should_exit = True
-    thread.join(timeout=30)
     lat = sorted(latencies)
     n_batches = sum(sizes.values())
     return {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "clients": clients, "requests": requests,

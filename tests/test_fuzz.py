@@ -5,7 +5,6 @@ examples), and ``test_long_*`` behind the ``slow`` marker (``python -m pytest -m
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 
@@ -17,7 +16,7 @@ from PIL import Image
 from ivtlr import checkpoint as ckpt
 from ivtlr.config import TrainConfig
 from ivtlr.data.synth import SynthConfig, generate
-from ivtlr.explain import Question
+from ivtlr.explain import Question, png_bytes
 from ivtlr.serve import BadRequest, Limits, read_image
 from ivtlr.tasks import DataError, get_task
 from ivtlr.tasks.predictions import read_jsonl
@@ -94,9 +93,7 @@ def test_any_synth_knobs_give_a_dataset_or_a_value_error(knobs):
 
 
 def _png(size=(20, 20)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, "red").save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(Image.new("RGB", size, "red"))
 
 
 @fuzz(st.one_of(st.binary(max_size=3000), st.integers(0, 400).map(lambda n: _png()[:n]),

@@ -3,7 +3,6 @@ get a message; and the page driven in a real headless Chromium (Debian's ``chrom
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
@@ -16,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ivtlr.explain import Question, answer
+from ivtlr.explain import Question, answer, png_bytes
 from ivtlr.inference import load_inference
-from ivtlr.serve import BadRequest, BatchQueue, Limits, make_app, read_image
+from ivtlr.serve import BadRequest, BatchQueue, Limits, free_port, make_app, read_image, serving
 from ivtlr.tasks import get_task
 
 ARTIFACTS = Path(os.environ.get("IVTLR_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
@@ -34,21 +33,15 @@ def examples(synth_dir):
     return list(get_task("synth").load(str(synth_dir), "test"))
 
 
-def _png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_bad_images_are_named_not_raised():
     limits = Limits(max_upload_bytes=50_000, max_pixels=100 * 100)
-    good = _png(Image.new("RGB", (90, 90), "red"))
+    good = png_bytes(Image.new("RGB", (90, 90), "red"))
     assert read_image(good, limits).size == (90, 90)
     cases = {
         b"": "empty",
         b"hello, I am a text file" * 10: "not an image",
         good[: len(good) // 2]: "truncated or corrupt",
-        _png(Image.new("RGB", (120, 120))): "14,400 pixels; the limit is 10,000",
+        png_bytes(Image.new("RGB", (120, 120))): "14,400 pixels; the limit is 10,000",
         os.urandom(60_000): "limit is",
     }
     for data, message in cases.items():
@@ -99,7 +92,7 @@ def test_the_api_answers_and_refuses_with_messages(inf, examples):
     with TestClient(make_app(inf, Limits(max_upload_bytes=200_000, max_wait_ms=0))) as client:
         assert "<form" in client.get("/").text
         form = {"question": ex.question, "choices": "\n".join(ex.choices)}
-        r = client.post("/api/answer", data=form, files={"image": ("board.png", _png(ex.image), "image/png")})
+        r = client.post("/api/answer", data=form, files={"image": ("board.png", png_bytes(ex.image), "image/png")})
         assert r.status_code == 200, r.text
         body = r.json()
         ref = answer(inf, [Question(ex.image, ex.question, list(ex.choices))])[0]
@@ -112,10 +105,10 @@ def test_the_api_answers_and_refuses_with_messages(inf, examples):
             return r.json()["error"]
 
         assert "not an image" in refused({"image": ("notes.png", b"plain text, not a picture", "image/png")})
-        assert "truncated" in refused({"image": ("cut.png", _png(ex.image)[:300], "image/png")})
+        assert "truncated" in refused({"image": ("cut.png", png_bytes(ex.image)[:300], "image/png")})
         assert "limit" in refused({"image": ("big.png", os.urandom(300_000), "image/png")}, status=413)
         assert "choose an image" in refused({})
-        png = {"image": ("board.png", _png(ex.image), "image/png")}
+        png = {"image": ("board.png", png_bytes(ex.image), "image/png")}
         assert "two options" in refused(png, {"question": "q?", "choices": "only one"})
         assert "type a question" in refused(png, {"question": " ", "choices": "a\nb"})
         assert "at most 26" in refused(png, {"question": "q?", "choices": "\n".join(map(str, range(27)))})
@@ -134,12 +127,6 @@ def test_serve_without_a_demo_says_how_to_make_one(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ real browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _browser_paths():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -152,7 +139,7 @@ def _browser_paths():
 
 @pytest.fixture(scope="module")
 def server(qwen_checkpoint):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "ivtlr.commands", "serve", "--checkpoint", str(qwen_checkpoint),
                              "--port", str(port), "--max-upload-mib", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -229,7 +216,7 @@ def _bomb(width: int = 30000, height: int = 30000) -> bytes:
     import struct
     import zlib
 
-    data = bytearray(_png(Image.new("RGB", (4, 4))))
+    data = bytearray(png_bytes(Image.new("RGB", (4, 4))))
     ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
     data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
     data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
@@ -237,22 +224,21 @@ def _bomb(width: int = 30000, height: int = 30000) -> bytes:
 
 
 def test_hostile_clients_get_errors_and_the_server_stays_up(inf, examples):
+    ex = examples[0]
+    app = make_app(inf, Limits(max_upload_bytes=100_000, max_pixels=512 * 512, max_batch=8, max_wait_ms=20))
+    with serving(app, log_level="error") as base:
+        _hostile_clients(base, ex)
+
+
+def _hostile_clients(base: str, ex) -> None:
+    """100 concurrent clients, most of them hostile, against the server at ``base``."""
     import resource
 
     import httpx
-    import uvicorn
 
-    ex = examples[0]
-    port = _free_port()
-    app = make_app(inf, Limits(max_upload_bytes=100_000, max_pixels=512 * 512, max_batch=8, max_wait_ms=20))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/api/answer"
+    url = base + "/api/answer"
     form = {"question": ex.question, "choices": "\n".join(ex.choices)}
-    png = _png(ex.image)
+    png = png_bytes(ex.image)
     kinds = {
         "good": dict(data=form, files={"image": ("b.png", png, "image/png")}),
         "bomb": dict(data=form, files={"image": ("bomb.png", _bomb(), "image/png")}),
@@ -287,10 +273,8 @@ def test_hostile_clients_get_errors_and_the_server_stays_up(inf, examples):
             assert 400 <= status < 500 and body["error"] and "Traceback" not in body["error"], (kind, status, body)
     assert any("pixels" in b["error"] for k, _, b in results if k == "bomb")
     with httpx.Client() as http:  # still up, and it grouped the good questions into batches
-        assert http.get(f"http://127.0.0.1:{port}/api/health").json()["ok"]
-        stats = http.get(f"http://127.0.0.1:{port}/api/stats").json()
+        assert http.get(f"{base}/api/health").json()["ok"]
+        stats = http.get(f"{base}/api/stats").json()
     assert stats["requests"]["answered"] == sum(k == "good" for k, _, _ in results)
     assert max(int(k) for k in stats["batch_sizes"]) > 1
     assert grown_mib < 400, f"peak memory grew by {grown_mib:.0f} MiB"
-    server.should_exit = True
-    thread.join(timeout=30)

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     name = row_name(mode, args.blind, overrides_from_args(args, LatentConfig, "latent"))
 
     ids = {ex.id for ex in examples}
-    done = _finished(out, ids, world) if args.resume else {}
+    done = _finished(out, ids) if args.resume else {}
     if done and rank == 0:
         print(f"--resume: {len(done)} of {len(examples)} questions already answered in {out}")
     mine = examples[rank::world]
@@ -178,16 +178,15 @@ def _merge(engine, task, examples, out: Path, world: int, mine: EvalResult, n, b
         if time.monotonic() > deadline:
             raise TimeoutError(f"ranks did not finish within {timeout_s:.0f} s (see {out})")
         time.sleep(0.2)
-    done = _finished(out, {ex.id for ex in examples}, world)
+    done = _finished(out, {ex.id for ex in examples})
     missing = [ex.id for ex in examples if ex.id not in done]
     if missing:
         raise ValueError(f"{len(missing)} question(s) missing from the ranks' streams in {out}, e.g. {missing[0]!r}")
     ranks = [json.loads((out / f"rank{r}.done.json").read_text()) for r in range(world)]
     records = [done[ex.id] for ex in examples]
-    n_new = sum(r["n_new"] for r in ranks)
-    summary, report = summarize(engine, task, examples, records, mine.latency, max(r["wall"] for r in ranks), n_new,
-                                n, budget, batch_size, name)
-    return EvalResult(summary, records, report, mine.latency, max(r["wall"] for r in ranks), n_new)
+    n_new, wall = sum(r["n_new"] for r in ranks), max(r["wall"] for r in ranks)
+    summary, report = summarize(engine, task, examples, records, mine.latency, wall, n_new, n, budget, batch_size, name)
+    return EvalResult(summary, records, report, mine.latency, wall, n_new)
 
 
 def row_name(mode: str, blind: bool, latent_overrides: dict) -> str:
@@ -196,7 +195,7 @@ def row_name(mode: str, blind: bool, latent_overrides: dict) -> str:
     return mode + (" (blind)" if blind else "") + (f" [{extra}]" if extra else "")
 
 
-def _finished(out: Path, ids: set[str], world: int = 1) -> dict:
+def _finished(out: Path, ids: set[str]) -> dict:
     """id -> record of every stream in ``out`` (any earlier process count). A line that is not JSON is one a
     kill tore: it is skipped, and its question is answered again."""
     records = {}
