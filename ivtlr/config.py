@@ -114,8 +114,16 @@ class CurriculumConfig:
     """Fresh optimizer state at each stage start (Coconut's default)."""
     no_cot: bool = False
     """Baseline: train to answer directly (no rationale, no latents), for `epochs_per_stage` epochs."""
+    stop_at: float | None = None
+    """End a stage early once a validation (every run.val_every steps, on data.val_split) reaches this accuracy
+    (0-1); its epochs are then a maximum. None: every stage runs all its epochs. Validate on a split that is not
+    the test split (data.val_split)."""
+    keep_best: bool = False
+    """End each stage with the weights of its best validation (run.val_every) instead of its last step's."""
 
     def __post_init__(self):
+        if self.stop_at is not None and not 0.0 < self.stop_at <= 1.0:
+            raise ValueError("curriculum.stop_at must be in (0, 1] (or null)")
         if self.epochs_per_stage < 1 or self.max_latent_stage < 0 or self.extra_epochs < 0:
             raise ValueError("curriculum: epochs_per_stage >= 1, max_latent_stage >= 0, extra_epochs >= 0")
         if self.cot_epochs is not None and self.cot_epochs < 1:
@@ -168,6 +176,12 @@ class CurriculumConfig:
     def is_stage_end(self, epoch: int) -> bool:
         """Whether ``epoch`` is the last epoch of its stage (or of the run)."""
         return epoch + 1 >= self.total_epochs or self.stage(epoch + 1) != self.stage(epoch)
+
+    def stage_end(self, epoch: int) -> int:
+        """The last epoch of ``epoch``'s stage."""
+        while not self.is_stage_end(epoch):
+            epoch += 1
+        return epoch
 
 
 @dataclass
@@ -236,6 +250,12 @@ class TrainConfig:
     latent: LatentConfig = field(default_factory=LatentConfig)
 
     SECTIONS = ("model", "data", "curriculum", "optim", "run", "latent")
+
+    def __post_init__(self):
+        cur = self.curriculum
+        if (cur.stop_at is not None or cur.keep_best) and not (self.run.val_every and self.data.val_size):
+            raise ValueError("curriculum.stop_at and curriculum.keep_best select by validation: they need "
+                             "run.val_every > 0 and data.val_size > 0")
 
     def to_dict(self) -> dict:
         return {s: dataclasses.asdict(getattr(self, s)) for s in self.SECTIONS}

@@ -128,7 +128,7 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to train into a folder that holds a run unless told to continue it or to replace it."""
     if resume and overwrite:
         raise ValueError("--run.resume and --run.overwrite exclude each other: continue the run, or replace it")
-    held = [name for name in ("checkpoints", "metrics.jsonl", "tensorboard") if (out / name).exists()]
+    held = [name for name in ("checkpoints", "metrics.jsonl", "tensorboard", "best") if (out / name).exists()]
     if not held or resume:
         return
     if not overwrite:
@@ -145,6 +145,7 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.pos = Position()
+        self.last_validation: dict | None = None
 
     # ------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -300,8 +301,9 @@ class Trainer:
                 self.optimizer.zero_grad()
         return out.loss.item(), int(batch.attention_mask.sum()), grad_norm
 
-    def train_epoch(self, epoch: int, bar) -> bool:
-        """Run the rest of an epoch; False when ``max_steps`` stopped it."""
+    def train_epoch(self, epoch: int, bar) -> str:
+        """Run the rest of an epoch. Returns "done", "max_steps" (``max_steps`` stopped it) or "stage_done" (a
+        validation reached ``curriculum.stop_at``: the stage's remaining epochs are skipped)."""
         cfg = self.config
         stage = cfg.curriculum.stage(epoch)
         batches = self.epoch_batches(epoch)
@@ -323,11 +325,14 @@ class Trainer:
             if cfg.run.save_every and self.pos.step % cfg.run.save_every == 0 and self.pos.batch < len(batches):
                 self.save(f"step-{self.pos.step}")
             if cfg.run.val_every and self.pos.step % cfg.run.val_every == 0 and self.pos.batch < len(batches):
-                self.validate(stage)
+                self.last_validation = self.validate(stage)
+                if self.select(stage, self.last_validation):
+                    self.pos.epoch, self.pos.batch = cfg.curriculum.stage_end(epoch) + 1, 0
+                    return "stage_done"
             if cfg.run.max_steps is not None and self.pos.step >= cfg.run.max_steps:
-                return False
+                return "max_steps"
         self.pos.epoch, self.pos.batch = epoch + 1, 0
-        return True
+        return "done"
 
     def write_metrics(self, record: dict) -> None:
         if not self.is_main:
@@ -342,6 +347,70 @@ class Trainer:
                                        record[key], record["step"])
         if self.wandb is not None:
             self.wandb.log(record)
+
+    # ----------------------------------------------------------------------------- selection by validation
+    @property
+    def best_dir(self) -> Path:
+        return self.out / "best"
+
+    def best_record(self, stage: int) -> dict | None:
+        """The best validation of ``stage`` so far (its weights in ``best/stage-S.safetensors``), or None."""
+        path = self.best_dir / f"stage-{stage}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def select(self, stage: int, record: dict | None) -> bool:
+        """Model selection after a validation (every rank calls it; rank 0's record decides): remember the
+        stage's best weights (``curriculum.keep_best``) and say whether the stage is done (``curriculum.stop_at``)."""
+        from accelerate.utils import broadcast_object_list
+
+        cur = self.config.curriculum
+        acc = [record["val_accuracy"] if record else None]
+        if self.world > 1:
+            broadcast_object_list(acc)
+        acc = acc[0]
+        if acc is None:
+            return False
+        if cur.keep_best and self.is_main:
+            best = self.best_record(stage)
+            if best is None or acc >= best["val_accuracy"]:  # a tie goes to the later (longer trained) weights
+                from safetensors.torch import save_file
+
+                self.best_dir.mkdir(parents=True, exist_ok=True)
+                trainable = {n: p.detach().cpu().contiguous() for n, p in self.s.model.named_parameters()
+                             if p.requires_grad}
+                save_file(trainable, str(self.best_dir / f"stage-{stage}.safetensors"))
+                (self.best_dir / f"stage-{stage}.json").write_text(
+                    json.dumps({"stage": stage, "step": self.pos.step, "val_accuracy": acc}) + "\n")
+        if cur.stop_at is not None and acc >= cur.stop_at:
+            self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% >= curriculum.stop_at "
+                     f"{100 * cur.stop_at:.1f}%, the stage ends at step {self.pos.step}")
+            return True
+        return False
+
+    def end_stage(self, stage: int, validated: bool) -> None:
+        """Validate the stage's last weights (unless ``validated`` at this step already), under
+        ``curriculum.keep_best`` go back to its best validated weights, then checkpoint the stage's end."""
+        if validated:
+            record = self.last_validation
+        else:
+            record = self.validate(stage)
+            self.select(stage, record)
+        if self.config.curriculum.keep_best:
+            self.acc.wait_for_everyone()  # rank 0 wrote best/; every rank reads it (a shared file system, as for
+            best = self.best_record(stage)  # the checkpoints)
+            if best is not None and best["step"] != self.pos.step:
+                from safetensors.torch import load_file
+
+                weights = load_file(str(self.best_dir / f"stage-{stage}.safetensors"))
+                missing = self.s.model.load_state_dict(weights, strict=False)
+                if missing.unexpected_keys:
+                    raise CheckpointError(f"{self.best_dir}: unexpected weights {missing.unexpected_keys[:3]}")
+                last = f", last step {100 * record['val_accuracy']:.1f}%" if record else ""
+                self.log(f"stage {stage} ends with the weights of step {best['step']} (validation "
+                         f"{100 * best['val_accuracy']:.1f}%{last})")
+                self.write_metrics({"step": self.pos.step, "stage": stage, "selected_step": best["step"],
+                                    "val_accuracy": best["val_accuracy"]})
+        self.save(f"stage-{stage}-end")
 
     # ------------------------------------------------------------------------------------------ validate
     def validate(self, stage: int) -> dict | None:
@@ -394,16 +463,17 @@ class Trainer:
                 bar = tqdm(total=len(self.epoch_batches(epoch)) // cfg.optim.grad_accum,
                            initial=self.pos.batch // cfg.optim.grad_accum,
                            desc=f"stage {stage} epoch {epoch + 1}/{total_epochs}", leave=False)
-            finished = self.train_epoch(epoch, bar)
+            outcome = self.train_epoch(epoch, bar)
             if bar is not None:
                 bar.close()
-            if not finished:
+            if outcome == "max_steps":
                 self.save(f"max-steps-{self.pos.step}")
                 self.log(f"stopped at step {self.pos.step} (run.max_steps); continue with --run.resume")
                 return
-            if cfg.curriculum.is_stage_end(epoch):
-                self.save(f"stage-{stage}-end")
-                self.validate(stage)
+            if outcome == "stage_done":
+                self.end_stage(stage, validated=True)
+            elif cfg.curriculum.is_stage_end(epoch):
+                self.end_stage(stage, validated=False)
         if self.tb is not None:
             self.tb.close()
         self.log(f"done: {self.pos.step} steps; checkpoints in {self.out / 'checkpoints'}")

@@ -81,6 +81,15 @@ class DemoRecipe:
     synth: dict = field(default_factory=dict)
     """Knobs of the synthetic benchmark (``ivtlr.data.synth.SynthConfig``)."""
     max_latent_stage: int = 3
+    n_val: int = 0
+    """Questions of the benchmark's own validation split (never the test questions), validated every
+    ``val_every`` steps of the latent stages, for the two options below (0: neither)."""
+    val_every: int = 0
+    stop_at: float = 0.0
+    """A latent stage ends once a validation reaches this accuracy (0-1; 0: never early); its epochs are then a
+    maximum (``curriculum.stop_at``)."""
+    keep_best: bool = False
+    """Each latent stage ends with its best-validated weights (``curriculum.keep_best``)."""
 
     @property
     def authors(self) -> dict:
@@ -91,9 +100,11 @@ class DemoRecipe:
 SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style="quadrant", kinds=("dot-colour",))
 RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=4, epochs_per_stage=1, nocot_epochs=2, hidden=128,
-                       layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(1, 1, 3), synth=SYNTH),
+                       layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(1, 1, 5), synth=SYNTH,
+                       n_val=200, val_every=157, stop_at=0.97, keep_best=True),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
-                        layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH),
+                        layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
+                        n_val=8, val_every=4, stop_at=0.99, keep_best=True),
 }
 
 
@@ -112,12 +123,16 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     elif phase == "latent":
         cur.update(first_stage=1, epochs_per_stage=recipe.epochs_per_stage,
                    stage_epochs=list(recipe.stage_epochs) or None)
+        if recipe.n_val and recipe.val_every:
+            cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.n_val)
+            cur.update(stop_at=recipe.stop_at or None, keep_best=recipe.keep_best)
     else:
         cur.update(no_cot=True, epochs_per_stage=recipe.nocot_epochs)
     cfg.curriculum = replace(cfg.curriculum, **cur)
     cfg.optim = replace(cfg.optim, lr=recipe.lr, batch_size=recipe.batch_size, schedule=recipe.schedule,
                         warmup_steps=recipe.warmup_steps, seed=seed)
-    cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=phase != "nocot")
+    cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=phase != "nocot",
+                      val_every=recipe.val_every if cfg.data.val_size else 0)
     cfg.latent = replace(cfg.latent, **{"k": recipe.k, "latent_grad": recipe.latent_grad,
                                         "feedback_norm": recipe.feedback_norm, **latent})
     return cfg
@@ -317,6 +332,7 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
             "latent_grad", "feedback_norm"}  # shown even at their defaults: what a reader looks for
     body = {s: {k: v for k, v in mine[s].items() if v != default[s][k] or k in keep} for s in TrainConfig.SECTIONS}
     data_cmd = " ".join(["ivtlr data synth --out runs/synth", f"--n-train {recipe.n_train} --n-test {recipe.n_test}",
+                         *([f"--n-val {recipe.n_val}"] if recipe.n_val else []),
                          "--seed 0", *synth_flags(recipe.synth)])
     head = ("# The CPU demo's IVT-LR training as one config: a tiny model trained from scratch on the synthetic\n"
             "# benchmark, stage 0 (chain-of-thought) then the latent stages, with the recipe of `ivtlr demo`.\n"
@@ -355,7 +371,7 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
         out.mkdir(parents=True, exist_ok=True)
         print(f"[1/5] synthetic benchmark: {recipe.n_train} train / {recipe.n_test} test questions -> {data}",
               flush=True)
-        generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, **recipe.synth)
+        generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, n_val=recipe.n_val, **recipe.synth)
         timings = train_all(recipe, data, out, backbone, seed, threads)
     torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
     print("[4/5] evaluation on the test split", flush=True)

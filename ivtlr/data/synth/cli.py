@@ -54,25 +54,30 @@ def synth_main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="output directory (load it with datasets.load_from_disk)")
     parser.add_argument("--n-train", type=int, default=5000, help="train examples (default: 5000)")
     parser.add_argument("--n-test", type=int, default=500, help="test examples (default: 500)")
+    parser.add_argument("--n-val", type=int, default=0,
+                        help="questions of a 'validation' split for model selection (default: 0, none)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace what --out holds (deleted first)")
     _add_config_flags(parser, SynthConfig)
     args = vars(parser.parse_args(argv))
     out, n_train, n_test, seed = args.pop("out"), args.pop("n_train"), args.pop("n_test"), args.pop("seed")
-    overwrite = args.pop("overwrite")
+    overwrite, n_val = args.pop("overwrite"), args.pop("n_val")
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if n < 1:
             parser.error(f"{name} must be an integer >= 1, got {n}")
+    if n_val < 0:
+        parser.error(f"n_val must be an integer >= 0, got {n_val}")
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         if not overwrite:
             raise ValueError(f"{out} is not empty; replace it with --overwrite (deletes it) or choose another --out")
         shutil.rmtree(target) if target.is_dir() else target.unlink()
     try:
-        dd = generate(out, n_train, n_test, seed, **args)
+        dd = generate(out, n_train, n_test, seed, n_val=n_val, **args)
     except ValueError as e:
         parser.error(str(e))
     cfg = json.loads((Path(out) / "synth_config.json").read_text())
-    print(f"wrote {out}: train {len(dd['train'])}, test {len(dd['test'])} "
+    print(f"wrote {out}: train {len(dd['train'])}, test {len(dd['test'])}"
+          + (f", validation {len(dd['validation'])}" if n_val else "") + " "
           f"({cfg['family']}, {cfg['grid']}x{cfg['grid']} grid, {cfg['image_size']} px, hops {cfg['hops']}, kinds {','.join(cfg['kinds'])})")
     return 0

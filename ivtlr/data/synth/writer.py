@@ -52,17 +52,20 @@ def to_record(ex: Example, split: str, index: int, cfg: "SynthConfig") -> dict:
     }
 
 
-def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 0, **difficulty):
+def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 0, n_val: int = 0, **difficulty):
     """Generate the benchmark and save it with ``DatasetDict.save_to_disk``.
 
     Args:
         out_dir: where to save (the splits plus ``synth_config.json``); None only builds it in memory.
         n_train, n_test: split sizes (>= 1).
         seed: the same seed and knobs give byte-identical data.
+        n_val: size of a "validation" split (0: none), drawn from its own stream like M3CoT's validation split:
+            for model selection during training, never the test questions.
         **difficulty: SynthConfig fields (family, grid, cell, image_size, n_colors, hops, distractors, n_choices,
             kinds).
     Returns:
-        ``datasets.DatasetDict`` with splits "train" and "test" in M3CoT's Features.
+        ``datasets.DatasetDict`` with splits "train" and "test" (and "validation" when n_val > 0) in M3CoT's
+        Features.
     Raises:
         ValueError: bad sizes or knobs; TypeError: an unknown knob.
     """
@@ -71,13 +74,16 @@ def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 0:
+        raise ValueError(f"n_val must be an integer >= 0, got {n_val!r}")
     known = {f.name for f in dataclasses.fields(SynthConfig)}
     if unknown := sorted(set(difficulty) - known):
         raise TypeError(f"unknown difficulty knob(s) {unknown}; expected some of {sorted(known)}")
     cfg = SynthConfig(**difficulty)
     features = m3cot_features()
     splits = {}
-    for split, n in zip(SPLITS, (n_train, n_test)):
+    sizes = dict(zip(SPLITS, (n_train, n_test)), **({"validation": n_val} if n_val else {}))
+    for split, n in sizes.items():
         rows = [to_record(make_example(cfg, seed, split, i), split, i, cfg) for i in range(n)]
         columns = {k: [r[k] for r in rows] for k in features}
         splits[split] = Dataset.from_dict(columns, features=features, split=split)
@@ -85,7 +91,7 @@ def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 
     if out_dir is not None:
         out = Path(out_dir)
         dd.save_to_disk(str(out))
-        resolved = {"seed": seed, "n_train": n_train, "n_test": n_test, **dataclasses.asdict(cfg)}
+        resolved = {"seed": seed, "n_train": n_train, "n_test": n_test, "n_val": n_val, **dataclasses.asdict(cfg)}
         (out / "synth_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     return dd
 
