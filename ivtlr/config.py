@@ -115,9 +115,10 @@ class CurriculumConfig:
     no_cot: bool = False
     """Baseline: train to answer directly (no rationale, no latents), for `epochs_per_stage` epochs."""
     stop_at: float | None = None
-    """End a stage early once a validation (every run.val_every steps, on data.val_split) reaches this accuracy
-    (0-1); its epochs are then a maximum. None: every stage runs all its epochs. Validate on a split that is not
-    the test split (data.val_split)."""
+    """End a stage early once a validation (every run.val_every steps, on data.val_split) after the stage's first
+    epoch reaches this accuracy (0-1); its epochs are then a maximum. A stage always trains its first epoch:
+    stages cut short within it left the next stage unable to learn (docs/latent-reasoning.md). None: every stage
+    runs all its epochs. Validate on a split that is not the test split (data.val_split)."""
     keep_best: bool = False
     """End each stage with the weights of its best validation (run.val_every) instead of its last step's."""
 

@@ -381,9 +381,10 @@ class Trainer:
                 save_file(trainable, str(self.best_dir / f"stage-{stage}.safetensors"))
                 (self.best_dir / f"stage-{stage}.json").write_text(
                     json.dumps({"stage": stage, "step": self.pos.step, "val_accuracy": acc}) + "\n")
-        if cur.stop_at is not None and acc >= cur.stop_at:
+        if cur.stop_at is not None and acc >= cur.stop_at and not cur.is_stage_start(self.pos.epoch):
+            # never within a stage's first epoch: a stage cut short there leaves the next one unable to learn
             self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% >= curriculum.stop_at "
-                     f"{100 * cur.stop_at:.1f}%, the stage ends at step {self.pos.step}")
+                     f"{100 * cur.stop_at:.1f}% after its first epoch, the stage ends at step {self.pos.step}")
             return True
         return False
 

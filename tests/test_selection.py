@@ -1,0 +1,109 @@
+"""Model selection by validation in the trainer: ``curriculum.stop_at`` ends a stage early, ``curriculum.keep_best``
+ends it with its best-validated weights. Validation accuracies are scripted per step (the real validation of an
+untrained tiny model is 0%), everything else is the real trainer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ivtlr.config import TrainConfig
+from ivtlr.data.synth import generate
+from ivtlr.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def synth_val(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth-val")
+    generate(out, n_train=48, n_test=4, seed=3, n_val=4)
+    return out
+
+
+def config(data, out, **curriculum) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "model": {"tiny_hidden": 32, "tiny_layers": 2, "tiny_heads": 2, "tiny_vision_depth": 1, "tiny_vocab": 300},
+        "data": {"task": "synth", "source": str(data), "val_split": "validation", "val_size": 4},
+        "curriculum": {"epochs_per_stage": 1, "max_latent_stage": 1, "stage_epochs": [2], **curriculum},
+        "optim": {"lr": 3e-3, "batch_size": 2},
+        "latent": {"k": 2},
+        "run": {"out_dir": str(out), "progress": False, "val_every": 8, "save_every": 56, "keep_last": 10},
+    })
+
+
+def scripted(monkeypatch, accuracies: dict[int, float]) -> list[int]:
+    """Validation returns ``accuracies[step]`` (0.1 elsewhere); returns the list of validated steps."""
+    seen = []
+
+    def validate(self, stage):
+        seen.append(self.pos.step)
+        record = {"step": self.pos.step, "stage": stage, "val_accuracy": accuracies.get(self.pos.step, 0.1)}
+        self.write_metrics(record)
+        return record
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+    return seen
+
+
+def checkpoint_tags(out) -> dict[str, int]:
+    return {json.loads((p / "meta.json").read_text())["tag"]: int(p.name.split("-")[1])
+            for p in sorted((out / "checkpoints").iterdir())}
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model" / "model.safetensors"))
+
+
+def test_the_validation_split_is_its_own_stream(synth_val):
+    from datasets import load_from_disk
+
+    dd = load_from_disk(str(synth_val))
+    assert sorted(dd) == ["test", "train", "validation"]
+    boards = lambda split: {r["image"].tobytes() for r in dd[split]}  # noqa: E731
+    assert not boards("validation") & boards("test") and not boards("validation") & boards("train")
+    assert all(i.startswith("synth-validation-") for i in dd["validation"]["id"])
+
+
+def test_stop_at_ends_the_stage_at_the_first_validation_after_its_first_epoch(synth_val, tmp_path, monkeypatch):
+    # 24 steps per epoch: stage 0 is steps 1-24, stage 1 two epochs (25-48, 49-72); validation every 8 steps inside
+    seen = scripted(monkeypatch, {8: 0.99, 32: 0.99, 56: 0.95})
+    Trainer(config(synth_val, tmp_path / "run", stop_at=0.9)).run()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows if "loss" in r] == [0] * 24 + [1] * 32  # 8 and 32: in a first epoch
+    assert seen == [8, 16, 24, 32, 40, 56]  # no validation at an epoch's last step (48); 56 stopped the stage
+    assert checkpoint_tags(tmp_path / "run") == {"stage-0-end": 24, "stage-1-end": 56}
+
+
+def test_without_stop_at_every_epoch_runs(synth_val, tmp_path, monkeypatch):
+    scripted(monkeypatch, {8: 0.99, 24: 0.95})
+    Trainer(config(synth_val, tmp_path / "run")).run()
+    tags = checkpoint_tags(tmp_path / "run")
+    assert tags["stage-0-end"] == 24 and tags["stage-1-end"] == 72
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_keep_best_ends_the_stage_with_its_best_validated_weights(synth_val, tmp_path, monkeypatch, keep_best):
+    seen = scripted(monkeypatch, {56: 0.8})  # the best validation of stage 1 (steps 25-72)
+    out = tmp_path / "run"
+    Trainer(config(synth_val, out, keep_best=keep_best)).run()
+    assert 56 in seen and seen[-1] == 72
+    ckpts = {int(p.name.split("-")[1]): p for p in (out / "checkpoints").iterdir()}
+    at_56, end = weights(ckpts[56]), weights(ckpts[72])
+    same = all(torch.equal(at_56[k], end[k]) for k in at_56)
+    assert same is keep_best  # with keep_best the stage's end holds step 56's weights; without, its last ones
+    if keep_best:
+        assert json.loads((out / "best" / "stage-1.json").read_text())["step"] == 56
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert {"step": 72, "stage": 1, "selected_step": 56, "val_accuracy": 0.8} in rows
+
+
+def test_selection_needs_validation(synth_val, tmp_path):
+    cfg = config(synth_val, tmp_path / "run", keep_best=True).to_dict()
+    cfg["run"]["val_every"] = 0
+    with pytest.raises(ValueError, match="need run.val_every > 0"):
+        TrainConfig.from_dict(cfg)
+    cfg["run"]["val_every"], cfg["curriculum"]["stop_at"] = 8, 1.5
+    with pytest.raises(ValueError, match="stop_at must be in"):
+        TrainConfig.from_dict(cfg)
