@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .batching import collate
-from .curriculum import encode_example, inference_sample
+from .curriculum import EncodedExample, inference_sample
 from .inference import Inference
 from .tasks import Example
 
@@ -78,28 +78,45 @@ def answer(inf: Inference, questions: list[Question], n_latents: int | None = No
            max_new_tokens: int = 32) -> list[Answer]:
     """Answer ``questions`` in one engine batch. Raises ValueError naming the question for an image the backbone
     cannot take, or more image tokens to select (K x n) than the image has."""
+    examples = [Example(id=q.id or str(i), question=q.question, choices=list(q.choices), answer_index=0,
+                        image=q.image) for i, q in enumerate(questions)]
+    prompts = [(ex.id, inf.task.prompt(ex, "infer"), ex.image) for ex in examples]
+    out = []
+    for q, ex, gen in zip(questions, examples, generate_prompts(inf, prompts, n_latents, max_new_tokens)):
+        boxes = inf.encoder.token_boxes(q.image.size, gen.grid)
+        out.append(Answer(q, gen.text, predicted_letter(inf.task, ex, gen.text), gen.ar_steps, gen.seconds, gen.grid,
+                          gen.selected, [[boxes[o] for o in step] for step in gen.selected]))
+    return out
+
+
+@dataclass
+class Generated:
+    text: str
+    ar_steps: int
+    seconds: float  # the batch's wall time divided by its size
+    grid: tuple[int, int]
+    selected: list[list[int]]
+
+
+def generate_prompts(inf: Inference, prompts: list[tuple[str, str, Image.Image]], n_latents: int | None = None,
+                     max_new_tokens: int = 32) -> list[Generated]:
+    """Latent generation for ready-made prompts ``(id, user-turn text, image)`` in one engine batch (what
+    ``answer`` and the lmms-eval model run). ``n_latents`` defaults to the run's last stage."""
     n = inf.config.curriculum.max_latent_stage if n_latents is None else n_latents
     tokens, backbone = inf.tokens, inf.engine.backbone
-    samples, grids, examples = [], [], []
-    for i, q in enumerate(questions):
-        ex = Example(id=q.id or str(i), question=q.question, choices=list(q.choices), answer_index=0, image=q.image)
-        examples.append(ex)
-        enc = encode_example(inf.task, inf.encoder, ex, tokens.image)
+    samples, grids = [], []
+    for pid, text, image in prompts:
+        ids, vision = inf.encoder.encode_prompt(text, image)
+        enc = EncodedExample(pid, ids, ids, vision, [], [], sum(1 for i in ids if i == tokens.image))
         samples.append(inference_sample(enc, n, tokens.latent))
-        grids.append(backbone.image_grids(enc.vision)[0])
+        grids.append(backbone.image_grids(vision)[0])
     batch = collate(samples, tokens.pad).to(backbone.device)
     t0 = time.perf_counter()
     with torch.no_grad():
         gen = inf.engine.generate(batch, max_new_tokens)
-    seconds = (time.perf_counter() - t0) / len(questions)
-    out = []
-    for b, q in enumerate(questions):
-        k = gen.num_generated[b]
-        text = inf.encoder.decode(gen.sequences[b, :k].tolist())
-        boxes = inf.encoder.token_boxes(q.image.size, grids[b])
-        out.append(Answer(q, text, predicted_letter(inf.task, examples[b], text), k, seconds, grids[b],
-                          gen.selected[b], [[boxes[o] for o in step] for step in gen.selected[b]]))
-    return out
+    seconds = (time.perf_counter() - t0) / len(prompts)
+    return [Generated(inf.encoder.decode(gen.sequences[b, :gen.num_generated[b]].tolist()), gen.num_generated[b],
+                      seconds, grids[b], gen.selected[b]) for b in range(len(prompts))]
 
 
 def open_image(path: str | Path, name: str = "") -> Image.Image:
@@ -116,6 +133,8 @@ def open_image(path: str | Path, name: str = "") -> Image.Image:
 def predicted_letter(task, example: Example, output: str) -> str:
     """The option letter ``output`` names under the task's headline judge (what its accuracy counts)."""
     prediction, _ = task.judge(task.to_record(example, output), task.judge_names[0])
+    if isinstance(prediction, int):  # ScienceQA's judge reads an option index (-1: none)
+        return chr(ord("A") + prediction) if 0 <= prediction < len(example.choices) else "FAILED"
     return prediction if isinstance(prediction, str) else ",".join(prediction) or "FAILED"
 
 
