@@ -64,6 +64,12 @@ class LatentConfig:
     residual stream at the scale of a token."""
     use_cache: bool = True
     """False: recompute the whole sequence on every pass (the authors' schedule; needed with layer checkpointing)."""
+    decode: Literal["eager", "compiled"] = "eager"
+    """Inference only. eager: a growing KV cache, each pass run op by op. compiled: a static-shape KV cache sized
+    for the whole question (prompt, latent passes, answer budget) and the one-token decode step under
+    ``torch.compile`` (CUDA graphs on a GPU): the same tokens and selections (tests/test_compiled.py), after a
+    one-off compile per batch size. The prefill and the latent passes (whose attention row is read for the top-K)
+    stay eager, on the same static cache."""
 
     def __post_init__(self):
         if self.k < 0:
@@ -74,6 +80,7 @@ class LatentConfig:
             ("order", ("vision_first", "text_first")),
             ("patch_order", ("reference", "score", "raster")),
             ("feedback_norm", ("none", "embedding")),
+            ("decode", ("eager", "compiled")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -180,10 +187,11 @@ class _Layout:
 class _Sequence:
     """The growing sequence of one batch: attention mask, positions, KV cache (or the full history)."""
 
-    def __init__(self, backbone: Backbone, use_cache: bool):
+    def __init__(self, backbone: Backbone, use_cache: bool, max_len: int | None = None):
         self.backbone = backbone
         self.use_cache = use_cache
-        self.cache = backbone.new_cache() if use_cache else None
+        self.max_len = max_len  # a static cache of this many positions, decoded by the compiled step
+        self.cache = backbone.new_cache(max_len) if use_cache else None
         self.mask: torch.Tensor | None = None  # (B, L) over everything so far
         self.vision: torch.Tensor | None = None  # (B, L) bool: which keys are image embeddings (attention analysis)
         self.next_pos: torch.Tensor | None = None  # (B,) position of the next real token
@@ -218,7 +226,7 @@ class _Sequence:
             n_rows = max(p.shape[0] for _, p in self.history)  # 3 once an M-RoPE prompt is in the history
             run_pos = torch.cat([p.expand(n_rows, -1, -1) for _, p in self.history], -1)
         with record_last_row() as rows:
-            hidden, self.cache = self.backbone.run(run_embeds, run_pos, self.mask, self.cache)
+            hidden, self.cache = self.backbone.run(run_embeds, run_pos, self._model_mask(), self.cache)
         hidden = hidden[:, -embeds.shape[1]:]
         scores = mean_last_row(rows) if record else None
         # bookkeeping: next positions, and the hidden state at each sample's last real token
@@ -234,12 +242,21 @@ class _Sequence:
             self.next_pos = torch.where(has_real, top, self.next_pos) if self.next_pos is not None else top
         return hidden, scores
 
+    def _model_mask(self) -> torch.Tensor:
+        """The attention mask the model gets: the sequence's, or on a static cache its full (B, max_len) shape."""
+        if self.max_len is None:
+            return self.mask
+        if self.mask.shape[1] > self.max_len:
+            raise ValueError(f"the static KV cache holds {self.max_len} positions, the sequence needs {self.mask.shape[1]}")
+        return F.pad(self.mask, (0, self.max_len - self.mask.shape[1]))
+
     def _decode_step(self, embeds: torch.Tensor, chunk_mask: torch.Tensor) -> torch.Tensor:
         """The common one-token case of ``forward`` without the general bookkeeping (same results)."""
         positions = self.next_pos[None, :, None]  # (1, B, 1)
         self.mask = torch.cat([self.mask, chunk_mask], 1)
         self.vision = torch.cat([self.vision, torch.zeros_like(chunk_mask, dtype=torch.bool)], 1)
-        hidden, self.cache = self.backbone.run(embeds, positions, self.mask, self.cache)
+        run = self.backbone.run if self.max_len is None else self.backbone.compiled_run()
+        hidden, self.cache = run(embeds, positions, self._model_mask(), self.cache)
         real = chunk_mask[:, 0].bool()
         self.last_hidden = torch.where(real[:, None], hidden[:, 0], self.last_hidden)
         self.next_pos = self.next_pos + real.long()
@@ -331,12 +348,13 @@ class LatentEngine:
         return self.config.use_cache and not (hf.training and torch.is_grad_enabled()
                                               and getattr(hf, "is_activation_checkpointing", False))
 
-    def _prefill(self, batch: LatentBatch, layout: _Layout, attention: bool = False
+    def _prefill(self, batch: LatentBatch, layout: _Layout, attention: bool = False, max_len: int | None = None
                  ) -> tuple[_Sequence, torch.Tensor, torch.Tensor | None]:
-        """Embed the batch, run the prompt [0, p). Returns the sequence, the (B, T, D) input embeddings and the
-        last row's attention (when the first latent step needs it, or ``attention`` asks for it)."""
+        """Embed the batch, run the prompt [0, p). Returns the sequence (on a static cache of ``max_len``
+        positions if given), the (B, T, D) input embeddings and the last row's attention (when the first latent
+        step needs it, or ``attention`` asks for it)."""
         embeds = self.backbone.embed_inputs(batch.input_ids, batch.vision)
-        seq = _Sequence(self.backbone, self._caching())
+        seq = _Sequence(self.backbone, self._caching(), max_len if self._caching() else None)
         p = layout.p
         if self.config.positions == "mrope":
             positions = self.backbone.mrope_positions(batch.input_ids, batch.attention_mask, batch.vision)
@@ -426,13 +444,18 @@ class LatentEngine:
         return chunk, active[:, None].expand(B, chunk.shape[1]), vision
 
     def _run_latents(self, batch: LatentBatch, intervention: Intervention | None = None,
-                     attention: list[torch.Tensor] | None = None):
+                     attention: list[torch.Tensor] | None = None, new_tokens: int | None = None):
         """Prefill and all latent steps but the last chunk, which is returned unrun (it is run together with the
         rest). Returns (seq, layout, pending (chunk, mask, vision flags) or None, selections, raw fed-back states).
-        ``attention``: a list that receives each latent step's (B, 2) ``attention_measures``."""
+        ``attention``: a list that receives each latent step's (B, 2) ``attention_measures``. ``new_tokens``: the
+        decoding budget that follows (sizes the static cache of ``decode="compiled"``)."""
         layout = self._layout(batch)
         analyse = attention is not None
-        seq, embeds, scores = self._prefill(batch, layout, analyse)
+        max_len = None
+        if self.config.decode == "compiled" and new_tokens is not None:
+            R = layout.rest_ids.shape[1]
+            max_len = layout.p + layout.n_max * (self.config.k_effective + 1) + R + new_tokens
+        seq, embeds, scores = self._prefill(batch, layout, analyse, max_len)
         B = batch.input_ids.shape[0]
         picked = [torch.zeros(len(pos), dtype=torch.bool, device=embeds.device) for pos in layout.image_pos]
         selected: list[list[list[int]]] = [[] for _ in range(B)]
@@ -516,7 +539,8 @@ class LatentEngine:
         latent_attention: list[torch.Tensor] = []
         decode_attention: list[torch.Tensor] = []
         seq, layout, pending, selected, states = self._run_latents(batch, intervention,
-                                                                   latent_attention if attention else None)
+                                                                   latent_attention if attention else None,
+                                                                   new_tokens=max_new_tokens)
         self._run_rest(seq, layout, pending)
         tokens = self.backbone.tokens
         B = batch.input_ids.shape[0]

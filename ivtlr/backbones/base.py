@@ -226,10 +226,21 @@ class Backbone(ABC):
         raise ValueError(f"backbone '{self.name}' has 1-D rotary positions only: use positions='sequential'")
 
     # ------------------------------------------------------------------------------------------------ run
-    def new_cache(self):
-        from transformers import DynamicCache
+    def new_cache(self, max_len: int | None = None):
+        """A growing KV cache, or with ``max_len`` a static-shape one holding ``max_len`` positions."""
+        from transformers import DynamicCache, StaticCache
 
+        if max_len is not None:
+            return StaticCache(config=self.hf.config, max_cache_len=max_len)
         return DynamicCache(config=self.hf.config)
+
+    def compiled_run(self):
+        """``run`` under ``torch.compile`` for fixed-shape chunks on a static cache (CUDA graphs on a GPU), built
+        once per backbone; its first calls compile (and recompile for a new batch size or chunk length)."""
+        if getattr(self, "_compiled_run", None) is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled_run = torch.compile(self.run, mode=mode, dynamic=False)
+        return self._compiled_run
 
     @abstractmethod
     def run(
