@@ -32,6 +32,8 @@ def _sdpa_lastrow_attention(module, query, key, value, attention_mask, dropout=0
     out, _ = sdpa_attention_forward(
         module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
     )
+    if torch.compiler.is_compiling():  # the compiled decode step records nothing (and cannot read a ContextVar)
+        return out, None
     rows = _ROWS.get()
     if rows is not None:
         with torch.no_grad():

@@ -110,6 +110,9 @@ class CurriculumConfig:
     """Start the curriculum at this stage (0: with chain-of-thought)."""
     stage_mix_prob: float = 0.0
     """Probability of building a sample at a random earlier stage (Coconut's uniform_prob)."""
+    stage_ahead_prob: float = 0.0
+    """Probability that a sample of a latent stage before the last is built at the last stage instead (checked
+    before stage_mix_prob), so that the all-latent answer is trained from stage 1 on (not in the authors' code)."""
     reset_optimizer: bool = True
     """Fresh optimizer state at each stage start (Coconut's default)."""
     no_cot: bool = False
@@ -131,8 +134,8 @@ class CurriculumConfig:
             raise ValueError("curriculum.cot_epochs must be >= 1 (or null)")
         if not 0 <= self.first_stage <= self.max_latent_stage:
             raise ValueError("curriculum.first_stage must be in 0..max_latent_stage")
-        if not 0.0 <= self.stage_mix_prob <= 1.0:
-            raise ValueError("curriculum.stage_mix_prob must be in [0, 1]")
+        if not 0.0 <= self.stage_mix_prob <= 1.0 or not 0.0 <= self.stage_ahead_prob <= 1.0:
+            raise ValueError("curriculum.stage_mix_prob and curriculum.stage_ahead_prob must be in [0, 1]")
         if self.stage_epochs is not None:
             self.stage_epochs = [int(e) for e in self.stage_epochs]
             n_latent = self.max_latent_stage - max(1, self.first_stage) + 1

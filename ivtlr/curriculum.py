@@ -71,7 +71,11 @@ class Curriculum:
 
     def sample(self, ex: EncodedExample, stage: int, rng: random.Random | None = None) -> Sample:
         """The training sample of ``ex`` at ``stage``. Raises ValueError if even prompt + answer is too long."""
-        if rng is not None and self.config.stage_mix_prob > 0 and stage > 0 and rng.random() < self.config.stage_mix_prob:
+        cfg = self.config
+        if (rng is not None and cfg.stage_ahead_prob > 0 and 0 < stage < cfg.max_latent_stage
+                and rng.random() < cfg.stage_ahead_prob):
+            stage = cfg.max_latent_stage  # the final all-latent layout, seen early
+        elif rng is not None and cfg.stage_mix_prob > 0 and stage > 0 and rng.random() < cfg.stage_mix_prob:
             stage = rng.randint(0, stage - 1)
         n = self.n_latents(stage, len(ex.step_ids))
         explicit = [] if self.config.no_cot else list(ex.step_ids[n:])

@@ -8,6 +8,8 @@
 #   scripts/gpu_check.sh                       # on the GPU machine
 #   DEVICE=cpu LAYERS=1 scripts/gpu_check.sh   # its CPU path: the same commands on a 1-layer cut, float32,
 #                                              # 224 px images and K=16 (about 10 minutes on 2 cores)
+#   DEVICE=cpu PRESET=none OUT=/tmp/x.md scripts/gpu_check.sh   # the same commands on bench's tiny model
+#                                              # (tests/test_gpu_script.py runs this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -20,6 +22,8 @@ IMAGE=${IMAGE:-$([ "$DEVICE" = cuda ] && echo 448 || echo 224)}   # 448 px: 256 
 K=${K:-$([ "$DEVICE" = cuda ] && echo 32 || echo 16)}             # the authors' K=32 (K x 3 steps <= image tokens)
 OUT=${OUT:-docs/benchmarks-gpu.md}
 cut=${LAYERS:+--preset-layers $LAYERS}
+model=(--preset "$PRESET" $cut)
+[ "$PRESET" = none ] && model=()   # bench's tiny Qwen2-VL
 python=${PYTHON:-python}
 
 run() {  # run a command, echo it and its output into the report
@@ -34,16 +38,16 @@ run() {  # run a command, echo it and its output into the report
     if [ "$DEVICE" = cuda ]; then
         $python -c "import torch; print('GPU:', torch.cuda.get_device_name(), '- torch', torch.__version__)"
     else
-        echo "CPU path of the script (preset cut to ${LAYERS:-all} layer(s)): a check that the commands run, not a benchmark."
+        echo "CPU path of the script (${PRESET} cut to ${LAYERS:-all} layer(s)): a check that the commands run, not a benchmark."
     fi
 } > "$OUT.tmp"
 
 if [ "$DEVICE" = cuda ]; then
     run $python -m pytest -q -m gpu tests/test_gpu.py
 fi
-run $python -m ivtlr.commands bench --preset "$PRESET" $cut --device "$DEVICE" --dtype "$DTYPE" \
+run $python -m ivtlr.commands bench "${model[@]}" --device "$DEVICE" --dtype "$DTYPE" \
     --image-size "$IMAGE" --latents 3 --k "$K" --new-tokens 10 --batch "$BATCH" --repeats "$REPEATS"
-run $python -m ivtlr.commands bench --train --preset "$PRESET" $cut --device "$DEVICE" --dtype "$DTYPE" \
+run $python -m ivtlr.commands bench --train "${model[@]}" --lora --device "$DEVICE" --dtype "$DTYPE" \
     --image-size "$IMAGE" --latents 3 --k "$K" --train-batch 4 --rest-tokens 64 --gradient-checkpointing --repeats "$REPEATS"
 mv "$OUT.tmp" "$OUT"
 echo "wrote $OUT" >&2

@@ -56,6 +56,14 @@ def test_stage_mixing_is_seeded_and_only_goes_back():
     assert counts == again and set(counts) == {0, 1, 2, 3} and 70 < counts.count(3) < 130
 
 
+def test_stage_ahead_builds_early_stages_at_the_last_stage():
+    cur = Curriculum(CurriculumConfig(stage_ahead_prob=0.3, stage_mix_prob=0.5, max_latent_stage=3), LATENT, seed=3)
+    counts = [cur.sample(example(), 1, cur.mixing_rng(step)).input_ids.count(LATENT) for step in range(300)]
+    assert set(counts) == {0, 1, 3} and 60 < counts.count(3) < 120  # ahead 30%, else mixing back half the time
+    last = [cur.sample(example(), 3, cur.mixing_rng(step)).input_ids.count(LATENT) for step in range(100)]
+    assert set(last) == {0, 1, 2, 3}  # the last stage only mixes back
+
+
 def test_stage_of_epoch():
     cfg = CurriculumConfig(epochs_per_stage=2, max_latent_stage=3, extra_epochs=1)
     assert [cfg.stage(e) for e in range(cfg.total_epochs)] == [0, 0, 1, 1, 2, 2, 3, 3, 3]

@@ -61,3 +61,18 @@ def test_batched_equals_alone_in_bf16_on_cuda(kit):
         assert batched.selected[b] == alone.selected[0]
         assert batched.sequences[b, :n].tolist() == alone.sequences[0, :n].tolist()
         assert _close(batched.first_logits[b], alone.first_logits[0])
+
+
+@pytest.mark.parametrize("kit", ALL)
+def test_compiled_decode_equals_eager_in_bf16_on_cuda(kit):
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    bb = _backbone(kit, 3)
+    grids = kit.grids((3, 4), (2, 3))
+    batch = _batch([kit.sample(s, grid=g, n_question=q) for s, g, q in zip((1, 2), grids, (5, 9))], kit)
+    eager = LatentEngine(bb, LatentConfig(k=2)).generate(batch, 6)
+    compiled = LatentEngine(bb, LatentConfig(k=2, decode="compiled")).generate(batch, 6)  # CUDA graphs
+    assert eager.selected == compiled.selected
+    assert torch.equal(eager.sequences, compiled.sequences)
+    assert _close(eager.first_logits, compiled.first_logits)

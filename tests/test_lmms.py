@@ -4,6 +4,7 @@ generation on small local tasks in lmms-eval's format (ours: M3CoT's schema and 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -20,11 +21,11 @@ from ivtlr.lmms import TASKS_DIR
 from ivtlr.tasks import get_task
 from ivtlr.tasks.scoring import sqa_prediction
 
-try:
-    import lmms_eval  # noqa: F401
-except ImportError:
+# not imported here: lmms-eval's task module sets PIL's LOAD_TRUNCATED_IMAGES for the whole process on import,
+# which would let truncated uploads through in the other tests of this process
+if importlib.util.find_spec("lmms_eval") is None:
     if os.environ.get("IVTLR_REQUIRE_LMMS"):
-        raise
+        raise ImportError("IVTLR_REQUIRE_LMMS is set but lmms-eval is not installed")
     pytest.skip("needs the [lmms] extra and `pip install --no-deps lmms-eval==0.7.3`", allow_module_level=True)
 
 
@@ -88,15 +89,14 @@ def test_m3cot_task_runs_and_equals_ivtlrs_own_generation(qwen_checkpoint, synth
 
 
 def test_scienceqa_img_functions_on_a_local_copy(qwen_checkpoint, synth_dir, tmp_path):
-    import lmms_eval.tasks.scienceqa as sqa_tasks
-
+    sqa_tasks = Path(importlib.util.find_spec("lmms_eval").submodule_search_locations[0]) / "tasks" / "scienceqa"
     dd = load_from_disk(str(synth_dir))
     letters = "ABCDEFGHIJ"
     sqa = dd["test"].map(lambda r: {"answer": letters.index(r["answer"]), "hint": "", "subject": "natural science",
                                     "grade": "grade3"}, remove_columns=["answer"])
     data = tmp_path / "sqa"
     type(dd)({"test": sqa}).save_to_disk(str(data))
-    include = local_task(tmp_path / "tasks" / "sqa_local", Path(list(sqa_tasks.__path__)[0]), "scienceqa_img_local",
+    include = local_task(tmp_path / "tasks" / "sqa_local", sqa_tasks, "scienceqa_img_local",
                          data, "scienceqa_img.yaml")  # lmms-eval's own prompt and exact-match scoring
     samples, metrics = lmms_run(tmp_path, qwen_checkpoint, "scienceqa_img_local", include, "latents=2",
                                 "output=letter")
@@ -112,7 +112,10 @@ def test_scienceqa_img_functions_on_a_local_copy(qwen_checkpoint, synth_dir, tmp
     assert 0 <= metrics["exact_match,none"] <= 1
 
 
-def test_unknown_model_args_are_refused(qwen_checkpoint):
+def test_unknown_model_args_are_refused(qwen_checkpoint, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", ImageFile.LOAD_TRUNCATED_IMAGES)  # restored after
     from ivtlr.lmms.model import IVTLR
 
     with pytest.raises(ValueError, match="unknown model_args"):

@@ -150,7 +150,13 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
            == ("detach", "none") else "")
         + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 {recipe['cot_epochs']}, latent "
         f"stages {'/'.join(map(str, recipe.get('stage_epochs') or [recipe['epochs_per_stage']]))}, lr "
-        f"{recipe['lr']} {recipe.get('schedule', 'cosine')}; seed {meta['seed']}; {meta['threads']} torch thread(s) per training; wall time "
+        f"{recipe['lr']} {recipe.get('schedule', 'cosine')}"
+        + (f" (latent stages' epochs are a maximum: validation on {recipe['n_val']} questions of the benchmark's own "
+           f"validation split every {recipe['val_every']} steps"
+           + (f", a stage ends after its first epoch at {100 * recipe['stop_at']:.0f}%" if recipe.get('stop_at') else "")
+           + (", each stage keeps its best-validated weights" if recipe.get('keep_best') else "") + ")"
+           if recipe.get('n_val') and recipe.get('val_every') else "")
+        + f"; seed {meta['seed']}; {meta['threads']} torch thread(s) per training; wall time "
         f"{meta['wall_seconds'] / 60:.1f} min (trainings: {trainings}).",
         "",
         f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
