@@ -256,6 +256,10 @@ class TrainConfig:
     SECTIONS = ("model", "data", "curriculum", "optim", "run", "latent")
 
     def __post_init__(self):
+        self.check_sections()
+
+    def check_sections(self) -> None:
+        """Rules across sections (the trainer calls it again after command-line overrides replaced sections)."""
         cur = self.curriculum
         if (cur.stop_at is not None or cur.keep_best) and not (self.run.val_every and self.data.val_size):
             raise ValueError("curriculum.stop_at and curriculum.keep_best select by validation: they need "

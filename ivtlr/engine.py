@@ -354,7 +354,8 @@ class LatentEngine:
         positions if given), the (B, T, D) input embeddings and the last row's attention (when the first latent
         step needs it, or ``attention`` asks for it)."""
         embeds = self.backbone.embed_inputs(batch.input_ids, batch.vision)
-        seq = _Sequence(self.backbone, self._caching(), max_len if self._caching() else None)
+        caching = self._caching()
+        seq = _Sequence(self.backbone, caching, max_len if caching else None)
         p = layout.p
         if self.config.positions == "mrope":
             positions = self.backbone.mrope_positions(batch.input_ids, batch.attention_mask, batch.vision)

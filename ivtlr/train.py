@@ -23,8 +23,8 @@ from torch import nn
 
 from .backbones import TokenIds, family_of
 from .batching import collate
-from .checkpoint import (CheckpointError, list_checkpoints, load_trainer_state, load_weights, rng_state, save_checkpoint,
-                         set_rng_state, verify_checkpoint)
+from .checkpoint import (CheckpointError, list_checkpoints, load_trainer_state, load_weights, read_meta, rng_state,
+                         save_checkpoint, set_rng_state, verify_checkpoint)
 from .config import TrainConfig
 from .curriculum import Curriculum, EncodedExample, encode_example
 from .engine import LatentBatch, LatentEngine
@@ -143,6 +143,7 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 class Trainer:
     def __init__(self, config: TrainConfig):
+        config.check_sections()
         self.config = config
         self.pos = Position()
         self.last_validation: dict | None = None
@@ -353,10 +354,17 @@ class Trainer:
     def best_dir(self) -> Path:
         return self.out / "best"
 
+    def best_checkpoint(self, stage: int) -> Path | None:
+        """The checkpoint of ``stage``'s best validation so far (``best/stage-S/checkpoints``), or None."""
+        ckpts = list_checkpoints(self.best_dir / f"stage-{stage}")
+        return ckpts[-1] if ckpts else None
+
     def best_record(self, stage: int) -> dict | None:
-        """The best validation of ``stage`` so far (its weights in ``best/stage-S.safetensors``), or None."""
-        path = self.best_dir / f"stage-{stage}.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        """{"step", "val_accuracy"} of ``stage``'s best validation so far, or None."""
+        path = self.best_checkpoint(stage)
+        if path is None:
+            return None
+        return {"step": read_meta(path)["step"], "val_accuracy": load_trainer_state(path)["val_accuracy"]}
 
     def select(self, stage: int, record: dict | None) -> bool:
         """Model selection after a validation (every rank calls it; rank 0's record decides): remember the
@@ -373,14 +381,10 @@ class Trainer:
         if cur.keep_best and self.is_main:
             best = self.best_record(stage)
             if best is None or acc >= best["val_accuracy"]:  # a tie goes to the later (longer trained) weights
-                from safetensors.torch import save_file
-
-                self.best_dir.mkdir(parents=True, exist_ok=True)
-                trainable = {n: p.detach().cpu().contiguous() for n, p in self.s.model.named_parameters()
-                             if p.requires_grad}
-                save_file(trainable, str(self.best_dir / f"stage-{stage}.safetensors"))
-                (self.best_dir / f"stage-{stage}.json").write_text(
-                    json.dumps({"stage": stage, "step": self.pos.step, "val_accuracy": acc}) + "\n")
+                # the run's own atomic checkpoint writer; keep_last=1 drops the previous best once this one is whole
+                save_checkpoint(self.best_dir / f"stage-{stage}", self.pos.step,
+                                self.acc.unwrap_model(self.module).model, self.s.tokenizer, self.config,
+                                {"stage": stage, "val_accuracy": acc}, f"stage-{stage}-best", keep_last=1)
         if cur.stop_at is not None and acc >= cur.stop_at and not cur.is_stage_start(self.pos.epoch):
             # never within a stage's first epoch: a stage cut short there leaves the next one unable to learn
             self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% >= curriculum.stop_at "
@@ -400,12 +404,9 @@ class Trainer:
             self.acc.wait_for_everyone()  # rank 0 wrote best/; every rank reads it (a shared file system, as for
             best = self.best_record(stage)  # the checkpoints)
             if best is not None and best["step"] != self.pos.step:
-                from safetensors.torch import load_file
-
-                weights = load_file(str(self.best_dir / f"stage-{stage}.safetensors"))
-                missing = self.s.model.load_state_dict(weights, strict=False)
-                if missing.unexpected_keys:
-                    raise CheckpointError(f"{self.best_dir}: unexpected weights {missing.unexpected_keys[:3]}")
+                path = self.best_checkpoint(stage)
+                verify_checkpoint(path)
+                load_weights(self.s.model, path)
                 last = f", last step {100 * record['val_accuracy']:.1f}%" if record else ""
                 self.log(f"stage {stage} ends with the weights of step {best['step']} (validation "
                          f"{100 * best['val_accuracy']:.1f}%{last})")

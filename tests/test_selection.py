@@ -94,7 +94,8 @@ def test_keep_best_ends_the_stage_with_its_best_validated_weights(synth_val, tmp
     same = all(torch.equal(at_56[k], end[k]) for k in at_56)
     assert same is keep_best  # with keep_best the stage's end holds step 56's weights; without, its last ones
     if keep_best:
-        assert json.loads((out / "best" / "stage-1.json").read_text())["step"] == 56
+        best = sorted((out / "best" / "stage-1" / "checkpoints").iterdir())
+        assert [json.loads((p / "meta.json").read_text())["step"] for p in best] == [56]  # only the best is kept
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert {"step": 72, "stage": 1, "selected_step": 56, "val_accuracy": 0.8} in rows
 
@@ -104,6 +105,10 @@ def test_selection_needs_validation(synth_val, tmp_path):
     cfg["run"]["val_every"] = 0
     with pytest.raises(ValueError, match="need run.val_every > 0"):
         TrainConfig.from_dict(cfg)
+    ok = config(synth_val, tmp_path / "run", keep_best=True)
+    ok.run = type(ok.run)(**{**vars(ok.run), "val_every": 0})  # as `ivtlr train --run.val_every 0` replaces it
+    with pytest.raises(ValueError, match="need run.val_every > 0"):
+        Trainer(ok)
     cfg["run"]["val_every"], cfg["curriculum"]["stop_at"] = 8, 1.5
     with pytest.raises(ValueError, match="stop_at must be in"):
         TrainConfig.from_dict(cfg)
