@@ -196,6 +196,40 @@ def test_synth_judge_reads_every_option_letter(tmp_path):
     assert score_file(wrong, judge="official_az", task="synth", quiet=True)["overall"]["official_az"]["accuracy"] == 0
 
 
+@pytest.mark.parametrize("family", ["dots", "arrows"])
+def test_answer_lead_targets_open_with_the_content_and_score_perfectly(tmp_path, family):
+    from ivtlr.data.synth import generate
+    from ivtlr.tasks import get_task, score_file
+
+    generate(tmp_path / "lead", 4, 40, seed=1, family=family, answer_lead=True)
+    generate(tmp_path / "plain", 4, 40, seed=1, family=family)
+    task = get_task("synth")
+    lead, plain = task.load(str(tmp_path / "lead"), "test"), task.load(str(tmp_path / "plain"), "test")
+    for a, b in zip(lead, plain):
+        assert task.answer_text(b) == "Therefore, the answer is " + b.answer_letter
+        assert task.answer_text(a) == f"{a.choices[a.answer_index]}. Therefore, the answer is {a.answer_letter}"
+    perfect = tmp_path / "perfect.jsonl"
+    task.write_predictions(perfect, [(ex, task.answer_text(ex)) for ex in lead])
+    result = score_file(perfect, judge="all", task="synth", quiet=True)
+    assert result["overall"]["official_az"]["accuracy"] == 1.0
+    assert result["overall"]["reference"]["accuracy"] == 1.0
+    # the content is read first (M3CoT's procedure): a wrong colour with the right letter is wrong
+    wrong = tmp_path / "wrong.jsonl"
+    task.write_predictions(wrong, [(ex, f"{ex.choices[ex.answer_index - 1]}. Therefore, the answer is {ex.answer_letter}")
+                                   for ex in lead])
+    assert score_file(wrong, judge="official_az", task="synth", quiet=True)["overall"]["official_az"]["accuracy"] == 0
+
+
+def test_a_broken_generator_config_is_named(tmp_path):
+    from ivtlr.data.synth import generate
+    from ivtlr.tasks import get_task
+
+    generate(tmp_path / "d", 2, 2, seed=0)
+    (tmp_path / "d" / "synth_config.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="synth_config.json"):
+        get_task("synth").load(str(tmp_path / "d"), "test")
+
+
 # ------------------------------------------------------------------------------------------- end to end
 def test_analyze_end_to_end_on_a_tiny_run(tmp_path):
     """A two-stage tiny run (a few steps: nothing is learnt), then `ivtlr analyze` on it: every section."""

@@ -97,11 +97,12 @@ class DemoRecipe:
         return {k: v for k, v in (("latent_grad", "detach"), ("feedback_norm", "none")) if getattr(self, k) != v}
 
 
-SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style="quadrant", kinds=("dot-colour",))
+SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style="quadrant", kinds=("dot-colour",),
+             answer_lead=True)
 RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=4, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(1, 1, 5), synth=SYNTH,
-                       n_val=200, val_every=157, stop_at=0.97, keep_best=True),
+                       n_val=200, val_every=157, stop_at=1.0, keep_best=True),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
                         n_val=8, val_every=4, stop_at=0.99, keep_best=True),
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model family of the tiny from-scratch VLM (default qwen2-vl)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initialisation and the data order")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0: 1 on <= 2 cores)")
-    parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "
+    parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md (seed S: results-seedS.md) and its plots "
                         "to DOCS/img/demo/ (how docs/results.md is made)")
     parser.add_argument("--eval-only", action="store_true", help="re-run only the evaluation, the analysis and the "
                         "report on the data and checkpoints already in --out")

@@ -193,17 +193,26 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
     return path
 
 
+def published_names(seed: int) -> tuple[str, str]:
+    """Where a demo of ``seed`` is published under DOCS: (report file, plot folder); seed 0 is the headline
+    ``results.md`` with ``img/demo/``, seed S ``results-seedS.md`` with ``img/demo-seedS/``."""
+    return ("results.md", "img/demo") if seed == 0 else (f"results-seed{seed}.md", f"img/demo-seed{seed}")
+
+
 def publish(out: Path, docs: Path) -> None:
-    """Copy ``out/report.md`` to ``docs/results.md`` (plot links rewritten) and the plots to ``docs/img/demo/``."""
-    img = docs / "img" / "demo"
+    """Copy ``out/report.md`` to DOCS (named by the run's seed, see ``published_names``), plot links rewritten,
+    and its plots to the seed's plot folder."""
+    seed = json.loads((out / "results.json").read_text())["meta"]["seed"]
+    name, folder = published_names(int(seed))
+    img = docs / folder
     img.mkdir(parents=True, exist_ok=True)
     text = (out / "report.md").read_text()
     for png in sorted(out.glob("*.png")) + sorted((out / "analysis").glob("*.png")):
         shutil.copy(png, img / png.name)
         rel = png.relative_to(out).as_posix()
-        text = text.replace(f"]({rel})", f"](img/demo/{png.name})")
-    (docs / "results.md").write_text(text)
-    print(f"published {docs / 'results.md'}")
+        text = text.replace(f"]({rel})", f"]({folder}/{png.name})")
+    (docs / name).write_text(text)
+    print(f"published {docs / name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="ivtlr report")
     p.add_argument("run", help="a demo output folder (with results.json)")
-    p.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots to "
+    p.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md (seed S: results-seedS.md) and its plots to "
                    "DOCS/img/demo/")
     args = p.parse_args(argv)
     run = Path(args.run)

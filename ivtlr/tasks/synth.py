@@ -8,6 +8,7 @@ Its generator (written elsewhere) saves a `datasets.DatasetDict` with splits "tr
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -39,7 +40,19 @@ class SynthTask(M3CoTTask):
         """
         if source is None or not Path(source).expanduser().is_dir():
             raise ValueError(f"synth: pass the directory written by the generator's save_to_disk, got {source!r}")
-        return super().load(source, split, on_error)
+        examples = super().load(source, split, on_error)
+        if generator_config(source).get("answer_lead", False):
+            for example in examples:
+                example.extra["answer_lead"] = True
+        return examples
+
+    def answer_text(self, example):
+        """The answer target; data generated with ``answer_lead`` opens it with the answer's content ("blue.
+        Therefore, the answer is F")."""
+        plain = super().answer_text(example)
+        if example.extra.get("answer_lead"):
+            return f"{example.choices[example.answer_index]}. {plain}"
+        return plain
 
     def judge(self, record, judge: str):
         """official_az: (predicted letter or "FAILED", verdict) by M3CoT's procedure over the letters A-Z; the other
@@ -59,3 +72,18 @@ class SynthTask(M3CoTTask):
                               example.choices[example.answer_index])
         except ValueError as err:
             raise ValueError(f"synth: record {example.id!r}: {err}") from None
+
+
+def generator_config(source: str | Path) -> dict:
+    """The generator's ``synth_config.json`` in `source` ({} for data without one, e.g. older directories).
+    Errors: ValueError naming the file when it is not a JSON object."""
+    path = Path(source).expanduser() / "synth_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"synth: {path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"synth: {path} must hold a JSON object, got {type(config).__name__}")
+    return config

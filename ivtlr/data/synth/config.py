@@ -116,6 +116,12 @@ class SynthConfig:
     read's address ends the step); pairs: "red blue, the red cell has a blue dot" (every step opens with the
     cell it reads, immediately followed by what it reads there, so each read is one lookup from the token
     before it)."""
+    answer_lead: bool = False
+    """The answer line opens with the answer's content: "blue. Therefore, the answer is F" instead of "Therefore,
+    the answer is F" (the synth task reads this from the data's ``synth_config.json``). With "pairs" steps every
+    step boundary then predicts what the step before it read, the answer's boundary too: the state after the
+    last latent step is trained, like every other, to carry the last read (measured in docs/latent-reasoning.md:
+    without it, the final latent stage has no target for that state and learns by a late jump or not at all)."""
     kinds: tuple[str, ...] = ()
     """Question kinds to mix, balanced (comma-separated); empty: all of the family's (dots: dot-colour,
     dot-count, dot-match; arrows: arrow-colour, arrow-direction, colour-count)."""
