@@ -119,15 +119,22 @@ class CurriculumConfig:
     """Baseline: train to answer directly (no rationale, no latents), for `epochs_per_stage` epochs."""
     stop_at: float | None = None
     """End a stage early once a validation (every run.val_every steps, on data.val_split) after the stage's first
-    epoch reaches this accuracy (0-1); its epochs are then a maximum. A stage always trains its first epoch:
+    epoch (see stop_after) reaches this accuracy (0-1); its epochs are then a maximum. A stage always trains its
+    first epoch:
     stages cut short within it left the next stage unable to learn (docs/latent-reasoning.md). None: every stage
     runs all its epochs. Validate on a split that is not the test split (data.val_split)."""
+    stop_after: int = 1
+    """stop_at ends a stage only once this many of its epochs are done (default 1: never within its first
+    epoch). The demo's stage 0 uses 4, its former fixed budget: a chain-of-thought stage that validates at 100%
+    early is left its usual epochs, and only a slow one gets more (up to its epochs)."""
     keep_best: bool = False
     """End each stage with the weights of its best validation (run.val_every) instead of its last step's."""
 
     def __post_init__(self):
         if self.stop_at is not None and not 0.0 < self.stop_at <= 1.0:
             raise ValueError("curriculum.stop_at must be in (0, 1] (or null)")
+        if self.stop_after < 1:
+            raise ValueError(f"curriculum.stop_after must be >= 1 (epochs of a stage), got {self.stop_after}")
         if self.epochs_per_stage < 1 or self.max_latent_stage < 0 or self.extra_epochs < 0:
             raise ValueError("curriculum: epochs_per_stage >= 1, max_latent_stage >= 0, extra_epochs >= 0")
         if self.cot_epochs is not None and self.cot_epochs < 1:
@@ -176,6 +183,13 @@ class CurriculumConfig:
 
     def is_stage_start(self, epoch: int) -> bool:
         return epoch == 0 or self.stage(epoch) != self.stage(epoch - 1)
+
+    def epochs_into_stage(self, epoch: int) -> int:
+        """How many epochs of ``epoch``'s stage come before it (0 in the stage's first epoch)."""
+        done = 0
+        while not self.is_stage_start(epoch - done):
+            done += 1
+        return done
 
     def is_stage_end(self, epoch: int) -> bool:
         """Whether ``epoch`` is the last epoch of its stage (or of the run)."""

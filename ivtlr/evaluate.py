@@ -7,6 +7,7 @@ autoregressive steps and the selected patches; ``score_predictions`` turns them 
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -138,12 +139,13 @@ def blind(example):
 
 
 def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_tokens: int, batch_size: int = 16,
-             latency_questions: int = 16, name: str = "", progress=None, intervention=None,
-             warmup_questions: int = 2, done: list[PredictionRecord] = (), on_records=None) -> EvalResult:
+             latency_questions: int = 32, name: str = "", progress=None, intervention=None,
+             warmup_questions: int = 4, done: list[PredictionRecord] = (), on_records=None) -> EvalResult:
     """Accuracy (every judge), autoregressive steps, latency at batch 1 and batched throughput.
 
-    Latency is the mean wall time per question at batch size 1 over the first ``latency_questions``, timed after
-    ``warmup_questions`` untimed ones (so that no mode pays for first-call allocations); the accuracy and
+    Latency is the median wall time per question at batch size 1 over the first ``latency_questions``, timed
+    after ``warmup_questions`` untimed ones (so that no mode pays for first-call allocations; the median, because
+    on a shared machine a few preempted questions move a mean of 32 by up to 2x, measured); the accuracy and
     throughput come from the batched run over all questions (batched == one-by-one outputs). ``intervention``
     (``ivtlr.engine.Intervention``) applies to every run. ``done`` holds records of an interrupted run (by id):
     those questions are not generated again, and the records come back in the examples' order; ``on_records``
@@ -181,7 +183,7 @@ def summarize(engine, task, examples: list, records: list[PredictionRecord], lat
         "latent": vars(engine.config).copy(),
         "accuracy": {j: report.overall[j].accuracy for j in report.judges},
         "ar_steps": sum(r.n_generated for r in records) / max(1, len(records)),
-        "latency_s": sum(r.seconds for r in latency) / len(latency) if latency else float("nan"),
+        "latency_s": statistics.median(r.seconds for r in latency) if latency else float("nan"),
         "throughput_q_per_s": n_new / wall if wall and n_new else float("nan"),
         "resumed": len(records) - n_new,
         "batch_size": batch_size,

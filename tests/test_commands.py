@@ -130,7 +130,10 @@ def test_bench_tiny_one_repeat(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["config"]["device"] == "cpu" and report["config"]["dtype"] == "float32"
     assert "float32" in report["machine"]["placement"]
-    assert report["results"]
+    assert set(report["results"]) == {"ivtlr", "ivtlr-compiled", "hf-generate", "recompute", "prefill"}
+    from ivtlr.commands.bench import format_report
+
+    assert "no decode, however fast, exceeds" in format_report(report)
 
 
 # ------------------------------------------------------------------------------------------- flag derivation

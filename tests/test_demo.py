@@ -59,3 +59,19 @@ def test_authors_setting_overrides_the_recipe(tmp_path):
                        latent_grad="full", feedback_norm="embedding")
     assert (cfg.latent.latent_grad, cfg.latent.feedback_norm) == ("full", "embedding")
     assert cfg.latent.k == recipe.k and cfg.model.init_from == str(tmp_path)
+
+
+def test_publish_names_the_report_by_its_seed(tmp_path):
+    from ivtlr.commands.report import publish
+
+    for seed, name, folder in ((0, "results.md", "img/demo"), (3, "results-seed3.md", "img/demo-seed3")):
+        run = tmp_path / f"run{seed}"
+        (run / "analysis").mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"meta": {"seed": seed}}))
+        (run / "report.md").write_text("# r\n![a](accuracy.png)\n![h](analysis/hits.png)\n")
+        (run / "accuracy.png").write_bytes(b"png")
+        (run / "analysis" / "hits.png").write_bytes(b"png")
+        publish(run, tmp_path / "docs")
+        text = (tmp_path / "docs" / name).read_text()
+        assert f"]({folder}/accuracy.png)" in text and f"]({folder}/hits.png)" in text
+        assert (tmp_path / "docs" / folder / "hits.png").is_file()

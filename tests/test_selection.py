@@ -76,6 +76,17 @@ def test_stop_at_ends_the_stage_at_the_first_validation_after_its_first_epoch(sy
     assert checkpoint_tags(tmp_path / "run") == {"stage-0-end": 24, "stage-1-end": 56}
 
 
+def test_stop_after_leaves_a_stage_its_first_epochs(synth_val, tmp_path, monkeypatch):
+    # stage 1 has three epochs (25-48, 49-72, 73-96): with stop_after 2 only a validation in its third epoch ends it
+    seen = scripted(monkeypatch, {32: 0.99, 56: 0.99, 80: 0.99})
+    cfg = config(synth_val, tmp_path / "run", stop_at=0.9, stop_after=2, stage_epochs=[3])
+    Trainer(cfg).run()
+    assert seen[-1] == 80 and 56 in seen
+    assert checkpoint_tags(tmp_path / "run")["stage-1-end"] == 80
+    with pytest.raises(ValueError, match="stop_after"):
+        config(synth_val, tmp_path / "bad", stop_after=0)
+
+
 def test_without_stop_at_every_epoch_runs(synth_val, tmp_path, monkeypatch):
     scripted(monkeypatch, {8: 0.99, 24: 0.95})
     Trainer(config(synth_val, tmp_path / "run")).run()

@@ -7,7 +7,9 @@ steps, K = 8, 16 new tokens), it times, from the same prompts:
 - ``ivtlr-compiled``: the same with ``decode="compiled"`` (a static-shape KV cache and the decode step under
   ``torch.compile``; CUDA graphs on a GPU); its compile time (the warm-up calls) is reported beside it;
 - ``hf-generate``: plain ``model.generate`` producing n + 16 tokens (the same number of sequential passes);
-- ``recompute``: this engine without the KV cache, the authors' schedule (the whole prefix per latent pass).
+- ``recompute``: this engine without the KV cache, the authors' schedule (the whole prefix per latent pass);
+- ``prefill``: only the part every method shares, the vision tower and the prompt's forward pass. Its time bounds
+  what any decode can gain: at batch N no method is faster than hf-generate by more than hf-generate / prefill.
 
 Per-question latency at batch 1 and throughput at the batch size; peak memory per method, each measured in a
 fresh process (RSS on CPU, ``max_memory_allocated`` on CUDA). A benchmark, not a test: nothing here asserts.
@@ -97,7 +99,7 @@ class BenchConfig:
         self.placement = str(where)
 
 
-METHODS = ("ivtlr", "ivtlr-compiled", "hf-generate", "recompute")
+METHODS = ("ivtlr", "ivtlr-compiled", "hf-generate", "recompute", "prefill")
 
 
 def _model(cfg: BenchConfig):
@@ -152,6 +154,8 @@ def _runner(cfg: BenchConfig, method: str, backbone, engine):
     if method == "ivtlr-compiled":
         compiled = LatentEngine(engine.backbone, LatentConfig(k=cfg.k, decode="compiled"))
         return lambda b: compiled.generate(b, cfg.new_tokens)
+    if method == "prefill":  # what every method starts with: the vision tower and the prompt's forward pass
+        return lambda b: engine._prefill(b, engine._layout(b))
     return lambda b: engine.generate(b, cfg.new_tokens)
 
 
@@ -346,6 +350,13 @@ def format_report(report: dict) -> str:
         lines.append(f"{name:<16}{r['latency_ms_b1']:>18.1f}{r['latency_vs_hf_generate']:>15.2f}"
                      f"{r[key]:>12.1f}{r['throughput_vs_hf_generate']:>15.2f}{r['warmup_s']:>13.1f}"
                      f"{r['peak_mem_mb']:>16.0f}")
+    shared = report["results"].get("prefill")
+    if shared:
+        hf = report["results"]["hf-generate"]
+        lines.append(f"prefill = the vision tower and the prompt's forward pass alone, which every method starts "
+                     f"with: {hf[key] / shared[key]:.0%} of hf-generate's time at batch {cfg['batch']}, "
+                     f"{shared['latency_ms_b1'] / hf['latency_ms_b1']:.0%} at batch 1. So no decode, however fast, "
+                     f"exceeds {shared[key] / hf[key]:.2f}x hf-generate's throughput at batch {cfg['batch']} here.")
     lines.append("hf-generate decodes n + new tokens from the prompt alone; recompute = the authors' schedule "
                  "(no KV cache); ivtlr-compiled = decode='compiled' (static KV cache, torch.compile'd decode step), "
                  "its warm-up = the compile time (first call at batch 1 and at batch N). "

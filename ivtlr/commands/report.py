@@ -148,7 +148,11 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"{recipe['feedback_norm']}"
         + (" (the authors' exact latent semantics)" if (recipe['latent_grad'], recipe['feedback_norm'])
            == ("detach", "none") else "")
-        + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 {recipe['cot_epochs']}, latent "
+        + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 "
+        + (f"{recipe['cot_stop_after']} to {recipe['cot_epochs']} (it ends at the first validation at "
+           f"{100 * recipe['stop_at']:.0f}% after {recipe['cot_stop_after']} epochs)"
+           if recipe.get('cot_stop_after') and recipe.get('stop_at') else f"{recipe['cot_epochs']}")
+        + ", latent "
         f"stages {'/'.join(map(str, recipe.get('stage_epochs') or [recipe['epochs_per_stage']]))}, lr "
         f"{recipe['lr']} {recipe.get('schedule', 'cosine')}"
         + (f" (latent stages' epochs are a maximum: validation on {recipe['n_val']} questions of the benchmark's own "
@@ -161,8 +165,8 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         "",
         f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
         "option letter the question has; `official` is M3CoT's own judge, which only knows A-F; `reference` is the "
-        "authors' lenient rule). AR steps = generated tokens per question. Latency = mean wall time per question "
-        "at batch size 1, timed after a warm-up. Row keys are those of results.json.",
+        "authors' lenient rule). AR steps = generated tokens per question. Latency = median wall time per question "
+        "at batch size 1 (32 questions, timed after 4 untimed ones). Row keys are those of results.json.",
         "",
         "## All modes",
         "",
