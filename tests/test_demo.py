@@ -31,6 +31,11 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         assert (out / plot).stat().st_size > 1000
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
     assert {"hit_rates", "probes", "interventions", "scales", "cot"} <= set(analysis)
+    from ivtlr.commands.report import seeds_table, targets
+
+    row = seeds_table([out]).splitlines()[-1].split(" | ")
+    assert row[0] == f"| {meta['seed']}" and row[3] == f"{100 * results['ivtlr']['accuracy']['official_az']:.1f}"
+    assert row[-1] == f"{sum(ok for _, ok, _ in targets(results, meta))} of {len(targets(results, meta))} |"
 
 
 def test_demo_config_file_is_generated_from_the_recipe(tmp_path):

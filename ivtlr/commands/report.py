@@ -219,16 +219,44 @@ def publish(out: Path, docs: Path) -> None:
     print(f"published {docs / name}")
 
 
+def seeds_table(runs: list[Path]) -> str:
+    """One Markdown row per demo run (the README's table of seeds): wall time, the headline accuracies, every
+    ablation, the stages, AR steps, latency, and how many of the report's targets it meets."""
+    head = ("| seed | wall (min) | CoT | IVT-LR | No-CoT | no latent text | no latent vision | no latent part | "
+            "random patches | stages | AR steps | ms/question | targets met |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for run in runs:
+        saved = json.loads((Path(run) / "results.json").read_text())
+        meta, r = saved["meta"], saved["results"]
+        acc = lambda key: _acc(r[key], meta["judge"])  # noqa: E731
+        met = targets(r, meta)
+        staged = " / ".join(f"{acc(f'stage_{s}'):.1f}" for s, _ in stages(r, meta["recipe"]["max_latent_stage"]))
+        lines.append(
+            f"| {meta['seed']} | {meta['wall_seconds'] / 60:.1f} | {acc('cot'):.1f} | {acc('ivtlr'):.1f} | "
+            f"{acc('nocot'):.1f} | " + " | ".join(f"{acc(k):.1f}" for k in ABLATIONS) + f" | {staged} | "
+            f"{r['ivtlr']['ar_steps']:.0f} vs {r['cot']['ar_steps']:.0f} | "
+            f"{1000 * r['ivtlr']['latency_s']:.1f} vs {1000 * r['cot']['latency_s']:.1f} | "
+            f"{sum(ok for _, ok, _ in met)} of {len(met)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``ivtlr report RUN_DIR [--publish-docs DOCS]``: rebuild a demo's report from its saved results."""
+    """``ivtlr report RUN_DIR [--publish-docs DOCS]``: rebuild a demo's report from its saved results;
+    ``ivtlr report RUN_DIR [RUN_DIR ...] --seeds-table``: print the README's table of seeds."""
     import argparse
 
     p = argparse.ArgumentParser(prog="ivtlr report")
-    p.add_argument("run", help="a demo output folder (with results.json)")
+    p.add_argument("run", nargs="+", help="a demo output folder (with results.json); several with --seeds-table")
     p.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md (seed S: results-seedS.md) and its plots to "
                    "DOCS/img/demo/")
+    p.add_argument("--seeds-table", action="store_true", help="print one Markdown row per run (the README's table)")
     args = p.parse_args(argv)
-    run = Path(args.run)
+    if args.seeds_table:
+        print(seeds_table([Path(r) for r in args.run]))
+        return 0
+    if len(args.run) > 1:
+        p.error("several runs only with --seeds-table")
+    run = Path(args.run[0])
     saved = json.loads((run / "results.json").read_text())
     analysis_file = run / "analysis" / "analysis.json"
     analysis = json.loads(analysis_file.read_text()) if analysis_file.is_file() else None
