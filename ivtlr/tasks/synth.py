@@ -8,12 +8,12 @@ Its generator (written elsewhere) saves a `datasets.DatasetDict` with splits "tr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from ivtlr.data.synth.truth import step_truth
+from ivtlr.data.synth.writer import read_config
 from ivtlr.tasks.m3cot import M3CoTTask
 from ivtlr.tasks.scoring import official_prediction
 from ivtlr.tasks.examples import Examples, LETTERS
@@ -41,7 +41,7 @@ class SynthTask(M3CoTTask):
         if source is None or not Path(source).expanduser().is_dir():
             raise ValueError(f"synth: pass the directory written by the generator's save_to_disk, got {source!r}")
         examples = super().load(source, split, on_error)
-        if generator_config(source).get("answer_lead", False):
+        if read_config(source).get("answer_lead", False):
             for example in examples:
                 example.extra["answer_lead"] = True
         return examples
@@ -73,17 +73,3 @@ class SynthTask(M3CoTTask):
         except ValueError as err:
             raise ValueError(f"synth: record {example.id!r}: {err}") from None
 
-
-def generator_config(source: str | Path) -> dict:
-    """The generator's ``synth_config.json`` in `source` ({} for data without one, e.g. older directories).
-    Errors: ValueError naming the file when it is not a JSON object."""
-    path = Path(source).expanduser() / "synth_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"synth: {path} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"synth: {path} must hold a JSON object, got {type(config).__name__}")
-    return config

@@ -85,8 +85,10 @@ from .truth import (  # noqa: F401
     StepTruth,
 )
 from .writer import (  # noqa: F401
+    CONFIG_FILE,
     generate,
     m3cot_features,
+    read_config,
     text_corpus,
     to_record,
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import typing
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Literal
 
 from ...cliargs import field_docs
 from .config import SynthConfig
-from .writer import generate
+from .writer import generate, read_config
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -76,7 +75,7 @@ def synth_main(argv: list[str]) -> int:
         dd = generate(out, n_train, n_test, seed, n_val=n_val, **args)
     except ValueError as e:
         parser.error(str(e))
-    cfg = json.loads((Path(out) / "synth_config.json").read_text())
+    cfg = read_config(out)
     print(f"wrote {out}: train {len(dd['train'])}, test {len(dd['test'])}"
           + (f", validation {len(dd['validation'])}" if n_val else "") + " "
           f"({cfg['family']}, {cfg['grid']}x{cfg['grid']} grid, {cfg['image_size']} px, hops {cfg['hops']}, kinds {','.join(cfg['kinds'])})")

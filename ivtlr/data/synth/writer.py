@@ -13,6 +13,25 @@ from .render import _png_bytes, render
 from .scene import Example
 
 
+CONFIG_FILE = "synth_config.json"
+"""What ``generate`` writes beside the splits: the seed, the sizes and every SynthConfig field."""
+
+
+def read_config(data_dir: str | Path) -> dict:
+    """The generator's ``CONFIG_FILE`` in `data_dir` ({} for data without one, e.g. older directories).
+    Errors: ValueError naming the file when it is not a JSON object."""
+    path = Path(data_dir).expanduser() / CONFIG_FILE
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"synth: {path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"synth: {path} must hold a JSON object, got {type(config).__name__}")
+    return config
+
+
 def m3cot_features():
     """The ``datasets.Features`` of M3CoT (LightChen2333/M3CoT), which this benchmark reproduces exactly."""
     from datasets import Features, Image as ImageFeature, Sequence, Value
@@ -92,7 +111,7 @@ def generate(out_dir: str | Path | None, n_train: int, n_test: int, seed: int = 
         out = Path(out_dir)
         dd.save_to_disk(str(out))
         resolved = {"seed": seed, "n_train": n_train, "n_test": n_test, "n_val": n_val, **dataclasses.asdict(cfg)}
-        (out / "synth_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        (out / CONFIG_FILE).write_text(json.dumps(resolved, indent=2) + "\n")
     return dd
 
 
