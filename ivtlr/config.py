@@ -119,10 +119,9 @@ class CurriculumConfig:
     """Baseline: train to answer directly (no rationale, no latents), for `epochs_per_stage` epochs."""
     stop_at: float | None = None
     """End a stage early once a validation (every run.val_every steps, on data.val_split) after the stage's first
-    epoch (see stop_after) reaches this accuracy (0-1); its epochs are then a maximum. A stage always trains its
-    first epoch:
-    stages cut short within it left the next stage unable to learn (docs/latent-reasoning.md). None: every stage
-    runs all its epochs. Validate on a split that is not the test split (data.val_split)."""
+    epochs (stop_after) reaches this accuracy (0-1); its epochs are then a maximum. A stage always trains its
+    first epoch: stages cut short within it left the next stage unable to learn (docs/latent-reasoning.md).
+    None: every stage runs all its epochs. Validate on a split that is not the test split (data.val_split)."""
     stop_after: int = 1
     """stop_at ends a stage only once this many of its epochs are done (default 1: never within its first
     epoch). The demo's stage 0 uses 4, its former fixed budget: a chain-of-thought stage that validates at 100%

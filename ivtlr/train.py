@@ -386,7 +386,8 @@ class Trainer:
                                 self.acc.unwrap_model(self.module).model, self.s.tokenizer, self.config,
                                 {"stage": stage, "val_accuracy": acc}, f"stage-{stage}-best", keep_last=1)
         if cur.stop_at is not None and acc >= cur.stop_at and cur.epochs_into_stage(self.pos.epoch) >= cur.stop_after:
-            # never within a stage's first epoch: a stage cut short there leaves the next one unable to learn
+            # never within a stage's first stop_after epochs: a stage cut short in its first epoch leaves the next
+            # one unable to learn
             self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% >= curriculum.stop_at "
                      f"{100 * cur.stop_at:.1f}% after {cur.stop_after} epoch(s) of the stage, the stage ends at step "
                      f"{self.pos.step}")

@@ -96,6 +96,11 @@ class DemoRecipe:
     ``keep_best`` (0: stage 0 trains its ``cot_epochs`` without validation)."""
 
     @property
+    def selects_stage0(self) -> bool:
+        """Whether stage 0 is selected by validation (``cot_stop_after`` with a validation split to use)."""
+        return bool(self.cot_stop_after and self.n_val and self.val_every)
+
+    @property
     def authors(self) -> dict:
         """The latent options that differ from the authors' semantics (detach, raw fed-back states)."""
         return {k: v for k, v in (("latent_grad", "detach"), ("feedback_norm", "none")) if getattr(self, k) != v}
@@ -125,7 +130,7 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     cur = dict(max_latent_stage=recipe.max_latent_stage, stage_mix_prob=recipe.stage_mix_prob)
     if phase == "cot":
         cur.update(cot_epochs=recipe.cot_epochs, max_latent_stage=0)
-        if recipe.cot_stop_after and recipe.n_val and recipe.val_every:
+        if recipe.selects_stage0:
             cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.n_val)
             cur.update(stop_at=recipe.stop_at or None, stop_after=recipe.cot_stop_after, keep_best=recipe.keep_best)
     elif phase == "latent":
@@ -286,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model family of the tiny from-scratch VLM (default qwen2-vl)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the initialisation and the data order")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per training (0: 1 on <= 2 cores)")
-    parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md (seed S: results-seedS.md) and its plots "
-                        "to DOCS/img/demo/ (how docs/results.md is made)")
+    parser.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots "
+                        "to DOCS/img/demo/ (seed S: results-seedS.md, img/demo-seedS/; how docs/results*.md are made)")
     parser.add_argument("--eval-only", action="store_true", help="re-run only the evaluation, the analysis and the "
                         "report on the data and checkpoints already in --out")
     parser.add_argument("--print-config", action="store_true", help="print the recipe as one `ivtlr train` config "
@@ -349,7 +354,7 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
             "# evaluates every mode"
             + (f"; its stage-0 run also validates and stops at {100 * recipe.stop_at:.0f}% only after {recipe.cot_stop_after} "
                "epochs\n# (curriculum.stop_after, which one config cannot set for stage 0 alone)"
-               if recipe.cot_stop_after and recipe.n_val and recipe.val_every else "")
+               if recipe.selects_stage0 else "")
             + ". First write the data:\n"
             f"#   {data_cmd}\n"
             "# Run:  ivtlr train configs/demo-cpu.yaml\n")

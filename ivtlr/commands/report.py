@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="ivtlr report")
     p.add_argument("run", nargs="+", help="a demo output folder (with results.json); several with --seeds-table")
-    p.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md (seed S: results-seedS.md) and its plots to "
-                   "DOCS/img/demo/")
+    p.add_argument("--publish-docs", metavar="DOCS", help="also copy the report to DOCS/results.md and its plots to "
+                   "DOCS/img/demo/ (seed S: results-seedS.md, img/demo-seedS/)")
     p.add_argument("--seeds-table", action="store_true", help="print one Markdown row per run (the README's table)")
     args = p.parse_args(argv)
     if args.seeds_table:
