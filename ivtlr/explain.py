@@ -26,6 +26,7 @@ from .batching import collate
 from .curriculum import EncodedExample, inference_sample
 from .inference import Inference
 from .tasks import Example
+from .tasks.examples import LETTERS
 
 #: one colour per latent step (colour-blind-safe palette), cycled beyond eight steps
 STEP_COLOURS = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#000000")
@@ -134,7 +135,7 @@ def predicted_letter(task, example: Example, output: str) -> str:
     """The option letter ``output`` names under the task's headline judge (what its accuracy counts)."""
     prediction, _ = task.judge(task.to_record(example, output), task.judge_names[0])
     if isinstance(prediction, int):  # ScienceQA's judge reads an option index (-1: none)
-        return chr(ord("A") + prediction) if 0 <= prediction < len(example.choices) else "FAILED"
+        return LETTERS[prediction] if 0 <= prediction < len(example.choices) else "FAILED"
     return prediction if isinstance(prediction, str) else ",".join(prediction) or "FAILED"
 
 
