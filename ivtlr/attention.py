@@ -40,10 +40,11 @@ def _sdpa_lastrow_attention(module, query, key, value, attention_mask, dropout=0
             q = query[:, :, -1:, :]  # (B, H, 1, Dh): the chunk's last query row
             k = repeat_kv(key, getattr(module, "num_key_value_groups", 1))  # (B, H, L_k, Dh), past + current
             scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-            s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale  # (B, H, 1, L_k)
+            f32 = lambda t: t if t.dtype == torch.float32 else t.float()  # noqa: E731  (no op per layer in fp32)
+            s = torch.matmul(f32(q), f32(k).transpose(-1, -2)) * scale  # (B, H, 1, L_k)
             if attention_mask is not None:
                 m = attention_mask[:, :, -1:, : k.shape[-2]]
-                s = s.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else s + m.float()
+                s = torch.where(m, s, float("-inf")) if m.dtype == torch.bool else s + f32(m)
             rows.append(s.softmax(-1)[:, :, 0])  # (B, H, L_k)
     return out, None
 

@@ -225,10 +225,15 @@ class _Sequence:
             run_embeds = torch.cat([e for e, _ in self.history], 1)
             n_rows = max(p.shape[0] for _, p in self.history)  # 3 once an M-RoPE prompt is in the history
             run_pos = torch.cat([p.expand(n_rows, -1, -1) for _, p in self.history], -1)
-        with record_last_row() as rows:
-            hidden, self.cache = self.backbone.run(run_embeds, run_pos, self._model_mask(), self.cache)
+        mask = self._chunk_mask(embeds.shape[1]) if self.use_cache else self._model_mask()
+        if record:  # the capture computes the last row in every layer only while a recorder is active
+            with record_last_row() as rows:
+                hidden, self.cache = self.backbone.run(run_embeds, run_pos, mask, self.cache)
+            scores = mean_last_row(rows)
+        else:
+            hidden, self.cache = self.backbone.run(run_embeds, run_pos, mask, self.cache)
+            scores = None
         hidden = hidden[:, -embeds.shape[1]:]
-        scores = mean_last_row(rows) if record else None
         # bookkeeping: next positions, and the hidden state at each sample's last real token
         real = chunk_mask.bool()
         has_real = real.any(1)
@@ -249,6 +254,20 @@ class _Sequence:
         if self.mask.shape[1] > self.max_len:
             raise ValueError(f"the static KV cache holds {self.max_len} positions, the sequence needs {self.mask.shape[1]}")
         return F.pad(self.mask, (0, self.max_len - self.mask.shape[1]))
+
+    def _chunk_mask(self, t: int) -> torch.Tensor:
+        """The mask for a chunk of ``t`` positions appended to a cached prefix: as ``_model_mask``, but once there is
+        a prefix and t > 1, already in the (B, 1, t, L) boolean form that transformers would build from it (key
+        j visible to chunk row i iff j is real and j <= L_now - t + i), which the model takes as it is. Built
+        here in a few ops instead of transformers' general mask builder on every latent pass (the same values)."""
+        mask = self._model_mask()
+        now = self.mask.shape[1]
+        if t == 1 or now == t:  # a decode step, or the prefill: transformers' fast paths (no mask or is_causal)
+            return mask
+        keys = torch.arange(mask.shape[1], device=mask.device)  # (L,)
+        rows = torch.arange(now - t, now, device=mask.device)  # (t,) absolute index of each chunk row
+        causal = keys[None, :] <= rows[:, None]  # (t, L)
+        return mask.bool()[:, None, None, :] & causal[None, None]
 
     def _decode_step(self, embeds: torch.Tensor, chunk_mask: torch.Tensor) -> torch.Tensor:
         """The common one-token case of ``forward`` without the general bookkeeping (same results)."""

@@ -255,7 +255,9 @@ class Backbone(ABC):
         Args:
             inputs_embeds: (B, t, D) the chunk.
             position_ids: (P, B, t) with P = 1 (1-D rotary) or 3 (M-RoPE).
-            attention_mask: (B, past + t) 1 for real tokens, 0 for padding, covering the cache and the chunk.
+            attention_mask: (B, past + t) 1 for real tokens, 0 for padding, covering the cache and the chunk; or
+                the same already prepared as a (B, 1, t, past + t) boolean mask (True = attend), which the model
+                must use as it is.
             cache: a cache from ``new_cache`` (appended to in place), or None to run without one.
         Returns:
             (B, t, D) last-layer hidden states after the final norm, and the cache.

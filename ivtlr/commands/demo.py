@@ -40,6 +40,7 @@ from ..checkpoint import stage_checkpoints
 from ..backbones import BACKBONES
 from ..config import TrainConfig
 from ..data.synth import generate
+from ..data.synth.config import STEP_STYLES
 from ..evaluate import blind, run_eval
 from ..inference import load_inference
 from ..tasks import get_task
@@ -297,15 +298,23 @@ def main(argv: list[str] | None = None) -> int:
                         "report on the data and checkpoints already in --out")
     parser.add_argument("--print-config", action="store_true", help="print the recipe as one `ivtlr train` config "
                         "(how configs/demo-cpu.yaml is made) and exit")
+    parser.add_argument("--step-style", choices=STEP_STYLES,
+                        help=f"the benchmark's rationale wording (default: {SYNTH['step_style']}; see ivtlr data synth)")
     for f in dataclasses.fields(DemoRecipe):
         if f.type in ("int", "float", "str") and f.name not in ("n_test",):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
+                                help="recipe override (default: the recipe's)")
+        elif f.type == "bool":
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
                                 help="recipe override (default: the recipe's)")
     args = parser.parse_args(argv)
     label = "quick" if args.quick else "full"
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
                  if getattr(args, f.name, None) is not None}
     recipe = replace(RECIPES[label], **overrides)
+    if args.step_style:
+        recipe = replace(recipe, synth={**recipe.synth, "step_style": args.step_style})
+        overrides["step_style"] = args.step_style
     if args.print_config:
         print(recipe_config_text(recipe, args.backbone), end="")
         return 0
@@ -365,7 +374,9 @@ def command_line(label: str, backbone: str, seed: int, overrides: dict) -> str:
     parts = ["ivtlr demo"] + (["--quick"] if label == "quick" else [])
     parts += [f"--backbone {backbone}"] if backbone != "qwen2-vl" else []
     parts += [f"--seed {seed}"] if seed else []
-    parts += [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()]
+    for k, v in overrides.items():
+        flag = k.replace("_", "-")
+        parts.append(f"--{flag}" if v is True else f"--no-{flag}" if v is False else f"--{flag} {v}")
     return " ".join(parts)
 
 
