@@ -66,6 +66,21 @@ def test_authors_setting_overrides_the_recipe(tmp_path):
     assert cfg.latent.k == recipe.k and cfg.model.init_from == str(tmp_path)
 
 
+def test_recipe_order_reaches_the_training_and_the_authors_row(tmp_path):
+    """--order text_first trains the recipe with [h_t, z_t] and the authors' row beside it with [z_t, h_t]."""
+    from dataclasses import replace
+
+    from ivtlr.commands.demo import AUTHORS_LATENT, RECIPES, demo_rows, train_config
+
+    recipe = replace(RECIPES["full"], order="text_first")
+    assert recipe.authors == {"order": "text_first"} and RECIPES["full"].authors == {}
+    assert train_config(recipe, tmp_path, tmp_path / "r", "qwen2-vl", 0, "latent", tmp_path).latent.order == "text_first"
+    authors = train_config(recipe, tmp_path, tmp_path / "a", "qwen2-vl", 0, "latent", tmp_path, **AUTHORS_LATENT)
+    assert authors.latent.order == "vision_first"
+    assert "ivtlr_authors" in {r.key for r in demo_rows(recipe)}
+    assert "ivtlr_authors" not in {r.key for r in demo_rows(RECIPES["full"])}
+
+
 def test_publish_names_the_report_by_its_seed(tmp_path):
     from ivtlr.commands.report import publish
 

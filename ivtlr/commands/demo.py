@@ -71,6 +71,9 @@ class DemoRecipe:
     """Image tokens per latent step; K x 3 steps stay below the board's 9 tokens, so the selection must choose."""
     latent_grad: str = "detach"
     feedback_norm: str = "none"
+    order: str = "vision_first"
+    """Per latent step [z_t, h_t] (vision_first, the authors' code) or [h_t, z_t] (text_first, the paper's formula,
+    where the inserted patch is the last position of the step: its state is fed back and its row selects)."""
     stage_mix_prob: float = 0.0
     """Chance that a training example of latent stage s is shown at an earlier stage (1..s-1) instead."""
     stage_epochs: tuple = ()
@@ -103,10 +106,12 @@ class DemoRecipe:
 
     @property
     def authors(self) -> dict:
-        """The latent options that differ from the authors' semantics (detach, raw fed-back states)."""
-        return {k: v for k, v in (("latent_grad", "detach"), ("feedback_norm", "none")) if getattr(self, k) != v}
+        """The latent options that differ from the authors' semantics (detach, raw fed-back states, [z_t, h_t])."""
+        return {k: v for k, v in AUTHORS_LATENT.items() if getattr(self, k) != v}
 
 
+#: the authors' latent semantics (what ``DemoRecipe.authors`` compares against)
+AUTHORS_LATENT = {"latent_grad": "detach", "feedback_norm": "none", "order": "vision_first"}
 SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style="quadrant", kinds=("dot-colour",),
              answer_lead=True)
 RECIPES = {
@@ -148,7 +153,7 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=phase != "nocot",
                       val_every=recipe.val_every if cfg.data.val_size else 0)
     cfg.latent = replace(cfg.latent, **{"k": recipe.k, "latent_grad": recipe.latent_grad,
-                                        "feedback_norm": recipe.feedback_norm, **latent})
+                                        "feedback_norm": recipe.feedback_norm, "order": recipe.order, **latent})
     return cfg
 
 
@@ -189,8 +194,7 @@ def train_all(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: in
         timings["nocot"] = nocot.wait()
         stage0 = stage_checkpoints(out / "cot")[0]
         if recipe.authors:
-            cfg = train_config(recipe, data, out / "authors", backbone, seed, "latent", stage0,
-                               latent_grad="detach", feedback_norm="none")
+            cfg = train_config(recipe, data, out / "authors", backbone, seed, "latent", stage0, **AUTHORS_LATENT)
             cfg.run.progress = False
             authors = Background(cfg, out, "authors", threads)
         print(f"[3/5] latent stages 1-{recipe.max_latent_stage} from the stage-0 checkpoint ("
@@ -245,7 +249,7 @@ def demo_rows(recipe: DemoRecipe) -> list[Row]:
     rows += [Row(f"stage_{s}", f"stage {s} ({s} latent steps)", f"stage_{s}", s, 128) for s in range(1, n)]
     rows += [Row(f"k_{k}", f"IVT-LR K={k}", "final", n, 16, latent=(("k", k),)) for k in range(1, recipe.k)]
     if recipe.authors:
-        rows.append(Row("ivtlr_authors", "IVT-LR, the authors' setting (detach, raw states)", "authors", n, 16))
+        rows.append(Row("ivtlr_authors", "IVT-LR, the authors' setting (detach, raw states, [z, h])", "authors", n, 16))
     return rows
 
 
@@ -351,7 +355,7 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
     cfg.run = replace(cfg.run, progress=TrainConfig().run.progress)
     default, mine = TrainConfig().to_dict(), cfg.to_dict()
     keep = {"backbone", "tiny_hidden", "tiny_layers", "tiny_heads", "task", "max_latent_stage", "schedule",
-            "latent_grad", "feedback_norm"}  # shown even at their defaults: what a reader looks for
+            "latent_grad", "feedback_norm", "order"}  # shown even at their defaults: what a reader looks for
     body = {s: {k: v for k, v in mine[s].items() if v != default[s][k] or k in keep} for s in TrainConfig.SECTIONS}
     data_cmd = " ".join(["ivtlr data synth --out runs/synth", f"--n-train {recipe.n_train} --n-test {recipe.n_test}",
                          *([f"--n-val {recipe.n_val}"] if recipe.n_val else []),

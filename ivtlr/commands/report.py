@@ -145,9 +145,10 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"{recipe['hidden']}, {recipe['layers']} layers); {recipe['n_train']} training and {recipe['n_test']} test "
         f"questions of the synthetic benchmark ({', '.join(f'{k}={v}' for k, v in recipe['synth'].items())}; chance "
         f"{100 * meta['chance']:.1f}%); K = {recipe['k']}; latent_grad {recipe['latent_grad']}, feedback_norm "
-        f"{recipe['feedback_norm']}"
-        + (" (the authors' exact latent semantics)" if (recipe['latent_grad'], recipe['feedback_norm'])
-           == ("detach", "none") else "")
+        f"{recipe['feedback_norm']}, order {recipe.get('order', 'vision_first')}"
+        + (" (the authors' exact latent semantics)" if (recipe['latent_grad'], recipe['feedback_norm'],
+                                                      recipe.get('order', 'vision_first'))
+           == ("detach", "none", "vision_first") else "")
         + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 "
         + (f"{recipe['cot_stop_after']} to {recipe['cot_epochs']} (it ends at the first validation at "
            f"{100 * recipe['stop_at']:.0f}% after {recipe['cot_stop_after']} epochs)"
