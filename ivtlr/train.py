@@ -122,6 +122,8 @@ class Position:
     step: int = 0
     epoch: int = 0
     batch: int = 0
+    streak: int = 0
+    """Validations in a row of the current stage at or above ``curriculum.stop_at`` (``stop_patience``)."""
 
 
 def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -385,12 +387,16 @@ class Trainer:
                 save_checkpoint(self.best_dir / f"stage-{stage}", self.pos.step,
                                 self.acc.unwrap_model(self.module).model, self.s.tokenizer, self.config,
                                 {"stage": stage, "val_accuracy": acc}, f"stage-{stage}-best", keep_last=1)
-        if cur.stop_at is not None and acc >= cur.stop_at and cur.epochs_into_stage(self.pos.epoch) >= cur.stop_after:
+        if cur.stop_at is None:
+            return False
+        self.pos.streak = self.pos.streak + 1 if acc >= cur.stop_at else 0
+        if self.pos.streak >= cur.stop_patience and cur.epochs_into_stage(self.pos.epoch) >= cur.stop_after:
             # never within a stage's first stop_after epochs: a stage cut short in its first epoch leaves the next
             # one unable to learn
+            row = f" ({self.pos.streak} validations in a row)" if cur.stop_patience > 1 else ""
             self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% >= curriculum.stop_at "
-                     f"{100 * cur.stop_at:.1f}% after {cur.stop_after} epoch(s) of the stage, the stage ends at step "
-                     f"{self.pos.step}")
+                     f"{100 * cur.stop_at:.1f}%{row} after {cur.stop_after} epoch(s) of the stage, the stage ends at "
+                     f"step {self.pos.step}")
             return True
         return False
 
@@ -414,6 +420,7 @@ class Trainer:
                          f"{100 * best['val_accuracy']:.1f}%{last})")
                 self.write_metrics({"step": self.pos.step, "stage": stage, "selected_step": best["step"],
                                     "val_accuracy": best["val_accuracy"]})
+        self.pos.streak = 0  # the next stage counts its own validations
         self.save(f"stage-{stage}-end")
 
     # ------------------------------------------------------------------------------------------ validate

@@ -5,7 +5,7 @@ latent option changed: how the experiments on the order of [z_t, h_t] in docs/la
 
 DEMO_RUN is an ``ivtlr demo --out`` folder (its ``data`` and ``cot`` are used); OUT receives the run (checkpoints,
 metrics.jsonl). Evaluate it with ``ivtlr analyze --checkpoint OUT/checkpoints/<last> --data DEMO_RUN/data``.
-One torch thread (run it beside another job on two cores).
+One torch thread by default (run it beside another job on two cores).
 """
 
 from __future__ import annotations
@@ -29,13 +29,15 @@ def main() -> None:
     p.add_argument("--order", choices=("vision_first", "text_first"))
     p.add_argument("--latent-grad", choices=("detach", "full"))
     p.add_argument("--feedback-norm", choices=("none", "embedding"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the demo's latent stages use 2 when "
+                   "nothing trains beside them)")
     args = p.parse_args()
     changes = {k: v for k, v in (("order", args.order), ("latent_grad", args.latent_grad),
                                  ("feedback_norm", args.feedback_norm)) if v is not None}
     stages = stage_checkpoints(args.demo_run / "cot")
     if 0 not in stages:
         p.error(f"{args.demo_run / 'cot'} has no stage-0 checkpoint (run `ivtlr demo --out {args.demo_run}` first)")
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     recipe = replace(RECIPES["full"], **changes)
     print(f"latent stages from {stages[0]} with {changes or 'the recipe unchanged'}", flush=True)
     Trainer(train_config(recipe, args.demo_run / "data", args.out, "qwen2-vl", args.seed, "latent", stages[0])).run()

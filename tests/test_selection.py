@@ -87,6 +87,26 @@ def test_stop_after_leaves_a_stage_its_first_epochs(synth_val, tmp_path, monkeyp
         config(synth_val, tmp_path / "bad", stop_after=0)
 
 
+def test_stop_patience_needs_validations_in_a_row_and_survives_a_resume(synth_val, tmp_path, monkeypatch):
+    # stage 1: steps 25-96 (three epochs). 56 alone would stop it with patience 1; 64 breaks the row; 80 and 88 end it
+    accuracies = {56: 0.95, 64: 0.5, 80: 0.95, 88: 0.95}
+    seen = scripted(monkeypatch, accuracies)
+    Trainer(config(synth_val, tmp_path / "run", stop_at=0.9, stop_patience=2, stage_epochs=[3])).run()
+    assert seen[-1] == 88 and checkpoint_tags(tmp_path / "run")["stage-1-end"] == 88
+    # interrupted between 80 and 88 (the row of one is in the checkpoint), then resumed: the same end
+    scripted(monkeypatch, accuracies)
+    cfg = config(synth_val, tmp_path / "cut", stop_at=0.9, stop_patience=2, stage_epochs=[3])
+    cfg.run = type(cfg.run)(**{**vars(cfg.run), "max_steps": 84})
+    Trainer(cfg).run()
+    assert checkpoint_tags(tmp_path / "cut").get("max-steps-84") == 84
+    seen = scripted(monkeypatch, accuracies)
+    cfg.run = type(cfg.run)(**{**vars(cfg.run), "max_steps": None, "resume": True})
+    Trainer(cfg).run()
+    assert seen == [88] and checkpoint_tags(tmp_path / "cut")["stage-1-end"] == 88
+    with pytest.raises(ValueError, match="stop_patience"):
+        config(synth_val, tmp_path / "bad", stop_patience=0)
+
+
 def test_without_stop_at_every_epoch_runs(synth_val, tmp_path, monkeypatch):
     scripted(monkeypatch, {8: 0.99, 24: 0.95})
     Trainer(config(synth_val, tmp_path / "run")).run()

@@ -92,6 +92,8 @@ class DemoRecipe:
     stop_at: float = 0.0
     """A latent stage ends once a validation reaches this accuracy (0-1; 0: never early); its epochs are then a
     maximum (``curriculum.stop_at``)."""
+    stop_patience: int = 1
+    """stop_at ends a stage only at this many validations in a row at or above it (``curriculum.stop_patience``)."""
     keep_best: bool = False
     """Each latent stage ends with its best-validated weights (``curriculum.keep_best``)."""
     cot_stop_after: int = 0
@@ -106,8 +108,9 @@ class DemoRecipe:
 
     @property
     def authors(self) -> dict:
-        """The latent options that differ from the authors' semantics (detach, raw fed-back states, [z_t, h_t])."""
-        return {k: v for k, v in AUTHORS_LATENT.items() if getattr(self, k) != v}
+        """The recipe's latent options that differ from the authors' semantics (detach, raw fed-back states,
+        [z_t, h_t]), with the recipe's values."""
+        return {k: getattr(self, k) for k, v in AUTHORS_LATENT.items() if getattr(self, k) != v}
 
 
 #: the authors' latent semantics (what ``DemoRecipe.authors`` compares against)
@@ -117,7 +120,7 @@ SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style=
 RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(1, 1, 5), synth=SYNTH,
-                       n_val=200, val_every=157, stop_at=1.0, keep_best=True, cot_stop_after=4),
+                       n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True, cot_stop_after=4),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
                         n_val=8, val_every=4, stop_at=0.99, keep_best=True),
@@ -138,13 +141,14 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
         cur.update(cot_epochs=recipe.cot_epochs, max_latent_stage=0)
         if recipe.selects_stage0:
             cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.n_val)
-            cur.update(stop_at=recipe.stop_at or None, stop_after=recipe.cot_stop_after, keep_best=recipe.keep_best)
+            cur.update(stop_at=recipe.stop_at or None, stop_after=recipe.cot_stop_after, keep_best=recipe.keep_best,
+                       stop_patience=recipe.stop_patience)
     elif phase == "latent":
         cur.update(first_stage=1, epochs_per_stage=recipe.epochs_per_stage,
                    stage_epochs=list(recipe.stage_epochs) or None)
         if recipe.n_val and recipe.val_every:
             cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.n_val)
-            cur.update(stop_at=recipe.stop_at or None, keep_best=recipe.keep_best)
+            cur.update(stop_at=recipe.stop_at or None, keep_best=recipe.keep_best, stop_patience=recipe.stop_patience)
     else:
         cur.update(no_cot=True, epochs_per_stage=recipe.nocot_epochs)
     cfg.curriculum = replace(cfg.curriculum, **cur)

@@ -136,6 +136,8 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
     recipe, t = meta["recipe"], meta["train_seconds"]
     plots = _plots(out, results, meta)
     trainings = ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in t.items())
+    patience, stop = recipe.get("stop_patience", 1), f"{100 * (recipe.get('stop_at') or 0):.0f}%"
+    ends = f"once {patience} validations in a row reach {stop}" if patience > 1 else None  # curriculum.stop_patience
     lines = [
         f"# IVT-LR demo report ({meta['label']})",
         "",
@@ -150,15 +152,15 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
                                                       recipe.get('order', 'vision_first'))
            == ("detach", "none", "vision_first") else "")
         + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 "
-        + (f"{recipe['cot_stop_after']} to {recipe['cot_epochs']} (it ends at the first validation at "
-           f"{100 * recipe['stop_at']:.0f}% after {recipe['cot_stop_after']} epochs)"
+        + (f"{recipe['cot_stop_after']} to {recipe['cot_epochs']} (it ends "
+           f"{ends + ',' if ends else f'at the first validation at {stop}'} after {recipe['cot_stop_after']} epochs)"
            if recipe.get('cot_stop_after') and recipe.get('stop_at') else f"{recipe['cot_epochs']}")
         + ", latent "
         f"stages {'/'.join(map(str, recipe.get('stage_epochs') or [recipe['epochs_per_stage']]))}, lr "
         f"{recipe['lr']} {recipe.get('schedule', 'cosine')}"
         + (f" (latent stages' epochs are a maximum: validation on {recipe['n_val']} questions of the benchmark's own "
            f"validation split every {recipe['val_every']} steps"
-           + (f", a stage ends after its first epoch at {100 * recipe['stop_at']:.0f}%" if recipe.get('stop_at') else "")
+           + (f", a stage ends after its first epoch {ends or f'at {stop}'}" if recipe.get('stop_at') else "")
            + (", each stage keeps its best-validated weights" if recipe.get('keep_best') else "") + ")"
            if recipe.get('n_val') and recipe.get('val_every') else "")
         + f"; seed {meta['seed']}; {meta['threads']} torch thread(s) per training; wall time "
