@@ -39,6 +39,7 @@ from ..analyze import AnalysisInputs, INTERVENTIONS, run_analysis, write_analysi
 from ..checkpoint import stage_checkpoints
 from ..backbones import BACKBONES
 from ..config import TrainConfig
+from ..engine import LatentConfig
 from ..data.synth import generate
 from ..data.synth.config import STEP_STYLES
 from ..evaluate import blind, run_eval
@@ -323,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.step_style:
         recipe = replace(recipe, synth={**recipe.synth, "step_style": args.step_style})
         overrides["step_style"] = args.step_style
+    try:  # the latent options are checked before anything is generated or trained
+        LatentConfig(k=recipe.k, latent_grad=recipe.latent_grad, feedback_norm=recipe.feedback_norm, order=recipe.order)
+    except ValueError as err:
+        parser.error(str(err))
     if args.print_config:
         print(recipe_config_text(recipe, args.backbone), end="")
         return 0
