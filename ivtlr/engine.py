@@ -24,6 +24,7 @@ This module knows nothing about any particular model: everything model-specific 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -226,13 +227,10 @@ class _Sequence:
             n_rows = max(p.shape[0] for _, p in self.history)  # 3 once an M-RoPE prompt is in the history
             run_pos = torch.cat([p.expand(n_rows, -1, -1) for _, p in self.history], -1)
         mask = self._chunk_mask(embeds.shape[1]) if self.use_cache else self._model_mask()
-        if record:  # the capture computes the last row in every layer only while a recorder is active
-            with record_last_row() as rows:
-                hidden, self.cache = self.backbone.run(run_embeds, run_pos, mask, self.cache)
-            scores = mean_last_row(rows)
-        else:
+        # the capture computes the last row in every layer only while a recorder is active
+        with record_last_row() if record else nullcontext() as rows:
             hidden, self.cache = self.backbone.run(run_embeds, run_pos, mask, self.cache)
-            scores = None
+        scores = mean_last_row(rows) if record else None
         hidden = hidden[:, -embeds.shape[1]:]
         # bookkeeping: next positions, and the hidden state at each sample's last real token
         real = chunk_mask.bool()

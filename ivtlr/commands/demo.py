@@ -46,7 +46,7 @@ from ..evaluate import blind, run_eval
 from ..inference import load_inference
 from ..tasks import get_task
 from ..train import Trainer
-from .report import publish, write_report
+from .report import AUTHORS_LATENT, publish, write_report
 
 
 @dataclass
@@ -114,8 +114,6 @@ class DemoRecipe:
         return {k: getattr(self, k) for k, v in AUTHORS_LATENT.items() if getattr(self, k) != v}
 
 
-#: the authors' latent semantics (what ``DemoRecipe.authors`` compares against)
-AUTHORS_LATENT = {"latent_grad": "detach", "feedback_norm": "none", "order": "vision_first"}
 SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style="quadrant", kinds=("dot-colour",),
              answer_lead=True)
 RECIPES = {

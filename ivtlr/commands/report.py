@@ -11,6 +11,10 @@ import shutil
 from pathlib import Path
 
 from ..analyze import format_markdown
+from ..engine import LatentConfig
+
+#: the authors' latent semantics (detach, raw fed-back states, [z_t, h_t]): LatentConfig's defaults
+AUTHORS_LATENT = {k: getattr(LatentConfig(), k) for k in ("latent_grad", "feedback_norm", "order")}
 
 ABLATIONS = ("no_latent_text", "no_latent_vision", "no_latent_part", "random_patches")
 
@@ -147,10 +151,9 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"{recipe['hidden']}, {recipe['layers']} layers); {recipe['n_train']} training and {recipe['n_test']} test "
         f"questions of the synthetic benchmark ({', '.join(f'{k}={v}' for k, v in recipe['synth'].items())}; chance "
         f"{100 * meta['chance']:.1f}%); K = {recipe['k']}; latent_grad {recipe['latent_grad']}, feedback_norm "
-        f"{recipe['feedback_norm']}, order {recipe.get('order', 'vision_first')}"
-        + (" (the authors' exact latent semantics)" if (recipe['latent_grad'], recipe['feedback_norm'],
-                                                      recipe.get('order', 'vision_first'))
-           == ("detach", "none", "vision_first") else "")
+        f"{recipe['feedback_norm']}, order {recipe.get('order', AUTHORS_LATENT['order'])}"
+        + (" (the authors' exact latent semantics)" if all(recipe.get(k, v) == v for k, v in AUTHORS_LATENT.items())
+           else "")
         + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 "
         + (f"{recipe['cot_stop_after']} to {recipe['cot_epochs']} (it ends "
            f"{ends + ',' if ends else f'at the first validation at {stop}'} after {recipe['cot_stop_after']} epochs)"
