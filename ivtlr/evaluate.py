@@ -138,6 +138,15 @@ def blind(example):
     return replace(example, image=Image.new("RGB", size, (128, 128, 128)))
 
 
+def time_batch1(engine, encoder, encoded: list[EncodedExample], n_latents: int, max_new_tokens: int,
+                intervention=None, questions: int = 32, warmup_questions: int = 4) -> list[PredictionRecord]:
+    """The batch-1 timing run: ``warmup_questions`` untimed questions, then the first ``questions`` one at a time;
+    their records carry each question's seconds."""
+    run = lambda enc: predict(engine, encoder, enc, n_latents, max_new_tokens, 1, intervention=intervention)  # noqa: E731
+    run(encoded[:warmup_questions])
+    return run(encoded[:questions])
+
+
 def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_tokens: int, batch_size: int = 16,
              latency_questions: int = 32, name: str = "", progress=None, intervention=None,
              warmup_questions: int = 4, done: list[PredictionRecord] = (), on_records=None) -> EvalResult:
@@ -157,9 +166,9 @@ def run_eval(engine, encoder, task, examples: list, n_latents: int, max_new_toke
     run = lambda enc, bs, **kw: predict(engine, encoder, enc, n_latents, max_new_tokens, bs,  # noqa: E731
                                         intervention=intervention, **kw)
     lat = []
-    if intervention is None or intervention.state != "shuffle":  # shuffling needs batches: no batch-1 timing
-        run(encoded[:warmup_questions], 1)
-        lat = run(encoded[:latency_questions], 1)
+    if latency_questions and (intervention is None or intervention.state != "shuffle"):  # shuffling needs batches
+        lat = time_batch1(engine, encoder, encoded, n_latents, max_new_tokens, intervention, latency_questions,
+                          warmup_questions)
     todo = [enc for enc in encoded if enc.id not in finished]
     base = len(encoded) - len(todo)
     t0 = time.perf_counter()

@@ -56,6 +56,20 @@ def test_demo_config_file_is_generated_from_the_recipe(tmp_path):
     assert file.curriculum.first_stage == 0 and file.curriculum.cot_epochs == RECIPES["full"].cot_epochs
 
 
+def test_stage0_validates_on_a_prefix_of_the_latent_stages_validation(tmp_path):
+    """cot_n_val: stage 0 validates on the first questions of the split, the latent stages on all of it."""
+    from dataclasses import replace
+
+    from ivtlr.commands.demo import RECIPES, train_config
+
+    recipe = replace(RECIPES["full"], n_val=50, cot_n_val=20)
+    cot = train_config(recipe, tmp_path, tmp_path / "cot", "qwen2-vl", 0, "cot")
+    latent = train_config(recipe, tmp_path, tmp_path / "ivtlr", "qwen2-vl", 0, "latent", tmp_path)
+    assert (cot.data.val_split, cot.data.val_size) == ("validation", 20)
+    assert (latent.data.val_split, latent.data.val_size) == ("validation", 50)
+    assert train_config(replace(recipe, cot_n_val=0), tmp_path, tmp_path / "c", "qwen2-vl", 0, "cot").data.val_size == 50
+
+
 def test_authors_setting_overrides_the_recipe(tmp_path):
     from ivtlr.commands.demo import RECIPES, train_config
 
@@ -95,3 +109,36 @@ def test_publish_names_the_report_by_its_seed(tmp_path):
         text = (tmp_path / "docs" / name).read_text()
         assert f"]({folder}/accuracy.png)" in text and f"]({folder}/hits.png)" in text
         assert (tmp_path / "docs" / folder / "hits.png").is_file()
+
+
+def test_hops_set_the_benchmark_and_keep_the_curriculum(capsys):
+    """--hops H: questions of H hops; the rationale keeps three steps, so the curriculum keeps its stages; a bad H
+    is refused up front with the benchmark's own message."""
+    import pytest
+
+    from ivtlr.commands.demo import RECIPES, main, with_hops
+
+    recipe = with_hops(RECIPES["full"], 3)
+    assert recipe.synth["hops"] == 3 and recipe.max_latent_stage == RECIPES["full"].max_latent_stage
+    assert recipe.stage_epochs == RECIPES["full"].stage_epochs
+    with pytest.raises(SystemExit):
+        main(["--hops", "5", "--print-config"])
+    assert "hops=5 is too many" in capsys.readouterr().err
+    assert main(["--hops", "3", "--print-config"]) == 0
+    assert "--hops 3" in capsys.readouterr().out
+
+
+def test_latency_rounds_time_every_mode_in_turn():
+    """Evaluator.retime: rounds - 1 more timing runs of every row, interleaved (row a, row b, row a, row b), and each
+    row's latency is the median over all its rounds."""
+    from ivtlr.commands.demo import Evaluator
+
+    ev = Evaluator.__new__(Evaluator)
+    ev.latency_rounds, calls = 3, []
+    ev.results = {"a": {"latency_s": 9.0}, "b": {"latency_s": 9.0}}
+    ev._seconds = {"a": [1.0, 5.0], "b": [2.0]}
+    ev._timers = {"a": lambda: calls.append("a") or [3.0], "b": lambda: calls.append("b") or [4.0]}
+    ev.retime()
+    assert calls == ["a", "b", "a", "b"]
+    assert ev.results["a"]["latency_s"] == 3.0 and ev.results["b"]["latency_s"] == 4.0  # medians of 1,5,3,3 / 2,4,4
+    assert ev.results["a"]["latency_rounds"] == 3

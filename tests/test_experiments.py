@@ -21,13 +21,24 @@ def test_every_experiment_has_a_known_base_and_valid_flags():
     base = TrainConfig()
     for section in TrainConfig.SECTIONS:
         add_dataclass_flags(parser, type(getattr(base, section)), prefix=section)
+    from ivtlr.commands.demo import build_parser as demo_parser
+
     for e in ex.EXPERIMENTS.values():
-        if e.is_latent:
-            assert e.latent_from in ex.EXPERIMENTS and not ex.EXPERIMENTS[e.latent_from].is_latent
         cmds = ex.commands(e)
+        if e.group == "demo":  # a whole demo: its flags are the demo's
+            assert [c[1] for c in cmds] == ["demo"]
+            demo_parser().parse_args(cmds[0][2:])
+            continue
+        if e.is_latent:
+            base = ex.EXPERIMENTS[e.latent_from]
+            assert base.group == ("demo" if e.group == "recipe" else "stage0")
         train = next(c for c in cmds if c[1] == "train")
         args = [a if not a.startswith("$(") else "x" for a in train[2:]]
         parser.parse_args(args)  # every override is a real flag with a valid value
+        if e.group == "recipe":  # the base demo's own latent config, one thing changed
+            assert train[2] == str(ex.ROOT / e.latent_from / "demo" / "ivtlr" / "config.yaml")
+            named = {a.lstrip("-").removeprefix("no-") for a in train[3:] if a.startswith("--")}
+            assert named == {*e.train, "run.out_dir"}
         if not e.is_latent:
             assert cmds[0][:3] == ["ivtlr", "data", "synth"]
 
@@ -56,3 +67,13 @@ def test_learnt_at_and_docs_render(tmp_path, monkeypatch):
 def test_unknown_experiment_is_refused(capsys):
     with pytest.raises(SystemExit):
         ex.main(["run", "no-such-experiment"])
+
+
+def test_recipe_table_renders_any_number_of_stages():
+    """A demo of 3 hops has four latent stages: the table lists them all, and the last stage's validations."""
+    summary = {"name": "demo-hops3", "group": "demo", "question": "q", "commands": ["ivtlr demo --hops 3"],
+               "steps": 2000, "wall_seconds": 60, "validation": [[157, 1, 1.0], [1900, 4, 0.42], [2000, 4, 1.0]],
+               "stages": {str(s): {"accuracy": a} for s, a in ((1, 1.0), (2, 0.99), (3, 1.0), (4, 0.5))},
+               "analysis": {"interventions": {"h_zero": {"all": 0.1}, "vision_random": {"all": 0.5}}}}
+    text = ex.render_tables([summary])
+    assert "| `demo-hops3` | q | 100.0 / 99.0 / 100.0 / 50.0 | 2000 | 42.0 / 100 | - | 10.0 | 50.0 |" in text

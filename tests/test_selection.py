@@ -143,3 +143,23 @@ def test_selection_needs_validation(synth_val, tmp_path):
     cfg["run"]["val_every"], cfg["curriculum"]["stop_at"] = 8, 1.5
     with pytest.raises(ValueError, match="stop_at must be in"):
         TrainConfig.from_dict(cfg)
+
+
+def test_validation_answers_with_the_latent_steps_of_the_stage_layout(tmp_path, monkeypatch):
+    """A stage-s model is validated with as many latent steps as its training layout has: s, or the rationale's
+    step count once s passes it (synth rationales have three steps, also for 3-hop questions)."""
+    import ivtlr.train as train_module
+
+    data = tmp_path / "data"
+    generate(data, n_train=8, n_test=2, seed=1, n_val=2, hops=3)
+    seen, real = [], train_module.predict
+
+    def spy(engine, encoder, examples, n_latents, *args, **kwargs):
+        seen.append(n_latents)
+        return real(engine, encoder, examples, n_latents, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict", spy)
+    cfg = config(data, tmp_path / "run", max_latent_stage=4, stage_epochs=[1, 1, 1, 1])
+    cfg.data.val_size, cfg.run.val_every, cfg.run.val_max_new_tokens = 2, 0, 4
+    Trainer(cfg).run()
+    assert seen == [0, 1, 2, 3, 3]  # one validation at each stage's end; stage 4 trains with 3 latents too

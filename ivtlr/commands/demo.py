@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -41,8 +42,9 @@ from ..backbones import BACKBONES
 from ..config import TrainConfig
 from ..engine import LatentConfig
 from ..data.synth import generate
-from ..data.synth.config import STEP_STYLES
-from ..evaluate import blind, run_eval
+from ..data.synth.config import STEP_STYLES, SynthConfig
+from ..curriculum import encode_example
+from ..evaluate import blind, run_eval, time_batch1
 from ..inference import load_inference
 from ..tasks import get_task
 from ..train import Trainer
@@ -89,6 +91,9 @@ class DemoRecipe:
     n_val: int = 0
     """Questions of the benchmark's own validation split (never the test questions), validated every
     ``val_every`` steps of the latent stages, for the two options below (0: neither)."""
+    cot_n_val: int = 0
+    """Stage 0 validates on the first this many of them (0: all n_val): its validation writes a whole chain per
+    question, and it only has to tell a model that reads the chain from one that does not."""
     val_every: int = 0
     stop_at: float = 0.0
     """A latent stage ends once a validation reaches this accuracy (0-1; 0: never early); its epochs are then a
@@ -119,7 +124,8 @@ SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style=
 RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(2, 2, 5), synth=SYNTH,
-                       n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True, cot_stop_after=4),
+                       n_val=600, cot_n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True,
+                       cot_stop_after=4),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
                         n_val=8, val_every=4, stop_at=0.99, keep_best=True),
@@ -139,7 +145,7 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     if phase == "cot":
         cur.update(cot_epochs=recipe.cot_epochs, max_latent_stage=0)
         if recipe.selects_stage0:
-            cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.n_val)
+            cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.cot_n_val or recipe.n_val)
             cur.update(stop_at=recipe.stop_at or None, stop_after=recipe.cot_stop_after, keep_best=recipe.keep_best,
                        stop_patience=recipe.stop_patience)
     elif phase == "latent":
@@ -259,11 +265,15 @@ def demo_rows(recipe: DemoRecipe) -> list[Row]:
 class Evaluator:
     """Loads checkpoints once and runs the demo's rows on one test set."""
 
-    def __init__(self, checkpoints: dict[str, Path], data: Path, n_test: int, batch_size: int = 32):
+    def __init__(self, checkpoints: dict[str, Path], data: Path, n_test: int, batch_size: int = 32,
+                 latency_rounds: int = 3, latency_questions: int = 32):
         self.checkpoints = checkpoints
         self.examples = list(get_task("synth").load(str(data), "test"))[:n_test]
         self.batch_size = batch_size
+        self.latency_rounds, self.latency_questions = latency_rounds, latency_questions
         self._loaded: dict[str, object] = {}
+        self._timers: dict[str, object] = {}  # row key -> one batch-1 timing run of that row's mode
+        self._seconds: dict[str, list[float]] = {}
         self.results: dict[str, dict] = {}
 
     def inference(self, name: str):
@@ -275,9 +285,16 @@ class Evaluator:
         inf = self.inference(row.checkpoint).with_latent(**dict(row.latent))
         examples = [blind(ex) for ex in self.examples] if row.blind else self.examples
         t0 = time.perf_counter()
+        intervention = INTERVENTIONS[row.intervention] if row.intervention else None
         res = run_eval(inf.engine, inf.encoder, inf.task, examples, row.n_latents, row.max_new_tokens,
-                       self.batch_size, name=row.label,
-                       intervention=INTERVENTIONS[row.intervention] if row.intervention else None)
+                       self.batch_size, name=row.label, intervention=intervention,
+                       latency_questions=self.latency_questions)
+        encoded = [encode_example(inf.task, inf.encoder, ex, inf.tokens.image)
+                   for ex in examples[:self.latency_questions]]
+        self._timers[row.key] = lambda: [r.seconds for r in time_batch1(
+            inf.engine, inf.encoder, encoded, row.n_latents, row.max_new_tokens, intervention,
+            self.latency_questions)]
+        self._seconds[row.key] = [r.seconds for r in res.latency]
         summary = {"key": row.key, **res.summary}
         judge = inf.task.judge_names[0]
         summary["by_kind"] = {k.split("/")[-1]: v[judge]["accuracy"]
@@ -288,9 +305,27 @@ class Evaluator:
         self.results[row.key] = summary
         return summary
 
+    def retime(self) -> None:
+        """More batch-1 timing rounds, every row once per round in turn, so that all modes are timed under the
+        same machine conditions (on a shared CPU two timings of the same computation minutes apart differ by
+        up to 10%, measured); each row's latency becomes the median over all its rounds."""
+        for _ in range(self.latency_rounds - 1):
+            for key, timer in self._timers.items():
+                self._seconds[key] += timer()
+        for key, seconds in self._seconds.items():
+            self.results[key]["latency_s"] = statistics.median(seconds)
+            self.results[key]["latency_rounds"] = self.latency_rounds
+
 
 # ---------------------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
+def with_hops(recipe: DemoRecipe, hops: int) -> DemoRecipe:
+    """The recipe on questions of ``hops`` hops. The rationale keeps its three steps (the middle one reads every
+    cell on the way), so the curriculum keeps its stages."""
+    return replace(recipe, synth={**recipe.synth, "hops": hops})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's command line: its own flags and one override per field of the recipe."""
     parser = argparse.ArgumentParser(prog="ivtlr demo", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a one-minute version (the tests run it)")
     parser.add_argument("--out", help="output folder, new or empty (default runs/demo; with --quick runs/demo-quick)")
@@ -307,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(how configs/demo-cpu.yaml is made) and exit")
     parser.add_argument("--step-style", choices=STEP_STYLES,
                         help=f"the benchmark's rationale wording (default: {SYNTH['step_style']}; see ivtlr data synth)")
+    parser.add_argument("--hops", type=int, help="dots each question follows (default 2); the rationale keeps three "
+                        "steps, its middle one reads every cell on the way (hops - 1 of them)")
     for f in dataclasses.fields(DemoRecipe):
         if f.type in ("int", "float", "str") and f.name not in ("n_test",):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
@@ -314,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         elif f.type == "bool":
             parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
                                 help="recipe override (default: the recipe's)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     label = "quick" if args.quick else "full"
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
@@ -322,8 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.step_style:
         recipe = replace(recipe, synth={**recipe.synth, "step_style": args.step_style})
         overrides["step_style"] = args.step_style
-    try:  # the latent options are checked before anything is generated or trained
+    if args.hops is not None:
+        recipe = with_hops(recipe, args.hops)
+        overrides["hops"] = args.hops
+    try:  # the latent options and the benchmark's knobs are checked before anything is generated or trained
         LatentConfig(k=recipe.k, latent_grad=recipe.latent_grad, feedback_norm=recipe.feedback_norm, order=recipe.order)
+        SynthConfig(**recipe.synth)
     except ValueError as err:
         parser.error(str(err))
     if args.print_config:
@@ -372,8 +418,9 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
             "# Generated by `ivtlr demo --print-config > configs/demo-cpu.yaml` (a test checks that it is current).\n"
             "# The demo itself trains stage 0 and the latent stages as two runs, and the No-CoT baseline, then\n"
             "# evaluates every mode"
-            + (f"; its stage-0 run also validates and stops at {100 * recipe.stop_at:.0f}% only after {recipe.cot_stop_after} "
-               "epochs\n# (curriculum.stop_after, which one config cannot set for stage 0 alone)"
+            + (f"; its stage-0 run also validates (on the first {recipe.cot_n_val or recipe.n_val} validation "
+               f"questions)\n# and stops at {100 * recipe.stop_at:.0f}% only after {recipe.cot_stop_after} epochs "
+               "(curriculum.stop_after, which one config cannot set\n# for stage 0 alone)"
                if recipe.selects_stage0 else "")
             + ". First write the data:\n"
             f"#   {data_cmd}\n"
@@ -423,6 +470,8 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
     ev = Evaluator(checkpoints, data, recipe.n_test)
     for row in demo_rows(recipe):
         ev.run(row)
+    print(f"  timing: {ev.latency_rounds - 1} more batch-1 rounds, every mode in turn", flush=True)
+    ev.retime()
     ev.results[f"stage_{recipe.max_latent_stage}"] = {**ev.results["ivtlr"], "key": f"stage_{recipe.max_latent_stage}"}
     print("[5/5] diagnostics of the final model (ivtlr analyze)", flush=True)
     final = ev.inference("final")

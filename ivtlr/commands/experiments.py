@@ -5,12 +5,16 @@ package's own commands (``ivtlr data synth``, ``ivtlr train``, ``ivtlr eval``, `
     ivtlr experiments run NAME [NAME ...]       # run them (two at a time on two cores); results cached
     ivtlr experiments docs                      # rewrite docs/latent-reasoning.md from docs/experiments/*.json
 
-Two kinds of experiment:
+Four kinds of experiment:
 
 - stage 0 (chain-of-thought) from scratch on one benchmark design: validation every ``val_every`` steps traces
   when each rationale step is learnt (exact match per written step), then the test accuracy per kind;
 - latent stages 1-3 fine-tuned from the final checkpoint of a stage-0 experiment (``latent_from``): accuracy
-  per stage on the test split (each stage with its own latents) and ``ivtlr analyze`` on the final model.
+  per stage on the test split (each stage with its own latents) and ``ivtlr analyze`` on the final model;
+- a whole ``ivtlr demo`` (its default recipe and seed, or the recipe with flags changed), the base of:
+- recipe experiments: the demo's own latent training (``<demo>/ivtlr/config.yaml``, model selection on the
+  validation split included) again from the demo's stage-0 checkpoint, with one thing changed; figures as for
+  the latent stages, plus the optimizer steps the latent stages took.
 
 Every run writes ``runs/experiments/<name>/`` (data, checkpoints, logs) and a summary
 ``docs/experiments/<name>.json`` (figures plus the exact commands), which the docs page is rendered from.
@@ -57,7 +61,10 @@ class Experiment:
     synth: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
     latent_from: str | None = None
-    """A stage-0 experiment whose final checkpoint (and data) the latent stages start from."""
+    """A stage-0 experiment whose final checkpoint (and data) the latent stages start from; for a recipe
+    experiment, the demo experiment whose latent training it repeats."""
+    demo_flags: tuple[str, ...] = ()
+    """A demo experiment's flags beyond ``--seed`` and ``--out``."""
     seed: int = 0
     n_train: int = 5000
     n_test: int = 300
@@ -81,6 +88,14 @@ LATENT = {"curriculum.first_stage": 1, "curriculum.max_latent_stage": 3, "curric
 
 def _latent(name, question, base="s0-demo", **train):
     return Experiment(name, "latent", question, latent_from=base, train={**LATENT, **train})
+
+
+def _demo(name, question, seed=0, *flags):
+    return Experiment(name, "demo", question, seed=seed, demo_flags=tuple(flags))
+
+
+def _recipe(name, question, base="demo-s0", **train):
+    return Experiment(name, "recipe", question, latent_from=base, train=train)
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
@@ -107,6 +122,22 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _latent("lat-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
     _latent("lat-epochs111", "One epoch per latent stage (313 optimizer steps each).",
             **{"curriculum.stage_epochs": [1, 1, 1]}),
+    _demo("demo-s0", "The demo's default recipe, seed 0: the base of the recipe experiments below."),
+    _demo("demo-hops3", "Questions of 3 hops: the middle rationale step reads two cells, so latent step 2 has to do "
+          "two reads.", 0, "--hops", "3"),
+    _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
+            "experiment (the demo's own used two): how far the figures move without a change.", ),
+    _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
+    _recipe("rec-k3", "K=3: the three latent steps re-insert 9 tokens, as many as the board has (the previous "
+            "demo's K).", **{"latent.k": 3}),
+    _recipe("rec-keep-optim", "The optimizer's state kept from stage to stage (the recipe resets it at each stage "
+            "start, as Coconut and the authors).", **{"curriculum.reset_optimizer": False}),
+    _recipe("rec-lr5e-4", "Half the learning rate in the latent stages (5e-4 instead of stage 0's 1e-3).",
+            **{"optim.lr": 5e-4}),
+    _recipe("rec-nomix", "No stage mixing (the authors' curriculum: every sample of stage s has s latent steps).",
+            **{"curriculum.stage_mix_prob": 0.0}),
+    _recipe("rec-full", "The full gradient through the latent chain instead of the authors' detached states.",
+            **{"latent.latent_grad": "full"}),
 ]}
 
 
@@ -136,19 +167,21 @@ def data_command(exp: Experiment, out: Path) -> list[str]:
 def commands(exp: Experiment) -> list[list[str]]:
     """The shell commands of one experiment, in order (what its docs entry prints)."""
     run = ROOT / exp.name
+    if exp.group == "demo":
+        return [["ivtlr", "demo", "--seed", str(exp.seed), *exp.demo_flags, "--out", str(run / "demo")]]
+    if exp.group == "recipe":
+        base = ROOT / exp.latent_from / "demo"
+        return [["ivtlr", "train", str(base / "ivtlr" / "config.yaml"),
+                 *_flags({**exp.train, "run.out_dir": str(run / "run")})],
+                *_evaluations(exp.name, f"$(ivtlr experiments checkpoint {exp.latent_from} 0)",
+                              ["--data", str(base / "data")])]
     if exp.is_latent:
         base = EXPERIMENTS[exp.latent_from]
         data = ROOT / base.name / "data"
         init = f"$(ivtlr experiments checkpoint {base.name} 0)"
-        cmds = [["ivtlr", "train", *_flags({**BASE_TRAIN, "data.source": str(data), "optim.seed": exp.seed,
-                                             **exp.train, "run.out_dir": str(run / "run")}), "--model.init_from", init]]
-        for s in (1, 2, 3):
-            ck = f"$(ivtlr experiments checkpoint {exp.name} {s})"
-            cmds.append(["ivtlr", "eval", "--checkpoint", ck, "--latents", str(s), "--max-new-tokens",
-                         "16" if s == 3 else "128", "--out", str(run / f"eval-stage{s}")])
-        cmds.append(["ivtlr", "analyze", "--checkpoint", f"$(ivtlr experiments checkpoint {exp.name} 3)",
-                     "--cot-checkpoint", init, "--out", str(run / "analysis")])
-        return cmds
+        return [["ivtlr", "train", *_flags({**BASE_TRAIN, "data.source": str(data), "optim.seed": exp.seed,
+                                            **exp.train, "run.out_dir": str(run / "run")}), "--model.init_from", init],
+                *_evaluations(exp.name, init)]
     data = run / "data"
     return [data_command(exp, data),
             ["ivtlr", "train", *_flags({**BASE_TRAIN, "data.source": str(data), "optim.seed": exp.seed, **exp.train,
@@ -157,11 +190,24 @@ def commands(exp: Experiment) -> list[list[str]]:
              "--out", str(run / "eval-cot")]]
 
 
+def _evaluations(name: str, cot: str, data: list[str] = ()) -> list[list[str]]:
+    """A latent run's evaluations: each stage's checkpoint with its own latents, then ``ivtlr analyze`` of the
+    last against the stage-0 (chain-of-thought) checkpoint ``cot``."""
+    run = ROOT / name
+    cmds = [["ivtlr", "eval", "--checkpoint", f"$(ivtlr experiments checkpoint {name} {s})", "--latents", str(s),
+             "--max-new-tokens", "16" if s == 3 else "128", *data, "--out", str(run / f"eval-stage{s}")]
+            for s in (1, 2, 3)]
+    return cmds + [["ivtlr", "analyze", "--checkpoint", f"$(ivtlr experiments checkpoint {name} 3)",
+                    "--cot-checkpoint", cot, *data, "--out", str(run / "analysis")]]
+
+
 def checkpoint(name: str, stage: int) -> Path:
-    """The stage-end checkpoint of an experiment's run."""
-    found = stage_checkpoints(ROOT / name / "run")
+    """The stage-end checkpoint of an experiment's run (a demo's: stage 0 in cot/, the latent stages in ivtlr/)."""
+    part = "run" if EXPERIMENTS[name].group != "demo" else "demo/cot" if stage == 0 else "demo/ivtlr"
+    folder = ROOT / name / part
+    found = stage_checkpoints(folder)
     if stage not in found:
-        raise SystemExit(f"experiment {name!r} has no stage-{stage} checkpoint in {ROOT / name / 'run'} (run it first)")
+        raise SystemExit(f"experiment {name!r} has no stage-{stage} checkpoint in {folder} (run it first)")
     return found[stage]
 
 
@@ -181,7 +227,9 @@ def run_experiment(exp: Experiment, threads: int = 1) -> dict:
         for cmd in commands(exp):
             out_flag = next((cmd[i + 1] for i, c in enumerate(cmd) if c in ("--out", "--run.out_dir")), None)
             if out_flag and Path(out_flag).exists() and (cmd[1] != "train" or (run / "trained").is_file()):
-                continue  # finished earlier
+                if cmd[1] != "demo" or (Path(out_flag) / "results.json").is_file():
+                    continue  # finished earlier
+                cmd = [*cmd, "--overwrite"]  # a demo cut short: it starts again
             if out_flag and cmd[1] == "train" and Path(out_flag).exists():
                 cmd = [*cmd, "--run.resume"]  # interrupted earlier: continue it, never start over on top of it
             line = _shell(cmd)
@@ -193,7 +241,7 @@ def run_experiment(exp: Experiment, threads: int = 1) -> dict:
             if cmd[1] == "train":
                 (run / "trained").write_text("")
     summary = summarise(exp)
-    summary["wall_seconds"] = time.perf_counter() - t0
+    summary.setdefault("wall_seconds", time.perf_counter() - t0)  # a demo's own wall time when it ran earlier
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / f"{exp.name}.json").write_text(json.dumps(summary, indent=2))
     (run / "done").write_text("")
@@ -210,11 +258,23 @@ def _eval_summary(folder: Path) -> dict:
 def summarise(exp: Experiment) -> dict:
     """The figures of a finished experiment (from its metrics.jsonl, eval summaries and analysis)."""
     run = ROOT / exp.name
-    rows = [json.loads(line) for line in (run / "run" / "metrics.jsonl").read_text().splitlines()]
+    latent_run = run / "demo" / "ivtlr" if exp.group == "demo" else run / "run"
+    rows = [json.loads(line) for line in (latent_run / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss" in r]
     out = {"name": exp.name, "group": exp.group, "question": exp.question, "commands": [_shell(c) for c in commands(exp)],
-           "steps": len(losses), "final_loss": sum(r["loss"] for r in losses[-50:]) / max(1, len(losses[-50:]))}
-    if exp.is_latent:
+           "steps": len(losses), "final_loss": sum(r["loss"] for r in losses[-50:]) / max(1, len(losses[-50:])),
+           "validation": [[r["step"], r["stage"], r["val_accuracy"]] for r in rows if "val_accuracy" in r]}
+    if exp.group == "demo":
+        results = json.loads((run / "demo" / "results.json").read_text())
+        judge, out["wall_seconds"] = results["meta"]["judge"], results["meta"]["wall_seconds"]
+        stages = sorted(int(k.split("_")[1]) for k in results["results"] if k.startswith("stage_"))
+        out["stages"] = {str(s): {"accuracy": results["results"][f"stage_{s}"]["accuracy"][judge], "judge": judge}
+                         for s in stages}
+        out["demo"] = {k: v["accuracy"][judge] for k, v in results["results"].items()}
+        analysis = json.loads((run / "demo" / "analysis" / "analysis.json").read_text())
+        out["analysis"] = {k: analysis[k] for k in ("accuracy", "hit_rates", "interventions", "scales", "probes")
+                           if k in analysis}
+    elif exp.is_latent:
         out["stages"] = {str(s): _eval_summary(run / f"eval-stage{s}") for s in (1, 2, 3)}
         out["loss_by_stage"] = {str(s): [r["loss"] for r in losses if r["stage"] == s][-1] for s in (1, 2, 3)}
         analysis = json.loads((run / "analysis" / "analysis.json").read_text())
@@ -237,6 +297,15 @@ def learnt_at(curve: list[dict], level: float = 0.9) -> list[int | None]:
 
 # ------------------------------------------------------------------------------------------------ docs page
 _BEGIN, _END = "<!-- experiments:begin -->", "<!-- experiments:end -->"
+
+
+def _analysis_cells(summary: dict, pct) -> str:
+    """'hit rates | h zeroed | random patches |' of one experiment's final model."""
+    a = summary.get("analysis", {})
+    hr = a.get("hit_rates", {}).get("by_step", [])
+    hits = " / ".join(pct(hr[t][t]) for t in range(min(3, len(hr)))) if hr else "-"
+    iv = a.get("interventions", {})
+    return f"{hits} | {pct(iv.get('h_zero', {}).get('all'))} | {pct(iv.get('vision_random', {}).get('all'))} |"
 
 
 def render_tables(summaries: list[dict]) -> str:
@@ -263,13 +332,27 @@ def render_tables(summaries: list[dict]) -> str:
                   "| experiment | question | stage 1 | stage 2 | stage 3 | hit rate step 1 / 2 / 3 | h zeroed | "
                   "random patches |", "|---|---|---|---|---|---|---|---|"]
         for s in latent:
-            a = s.get("analysis", {})
-            hr = a.get("hit_rates", {}).get("by_step", [])
-            hits = " / ".join(pct(hr[t][t]) for t in range(min(3, len(hr)))) if hr else "-"
-            iv = a.get("interventions", {})
             parts.append(f"| `{s['name']}` | {s['question']} | " + " | ".join(pct(s["stages"][k]["accuracy"])
-                         for k in ("1", "2", "3")) + f" | {hits} | {pct(iv.get('h_zero', {}).get('all'))} | "
-                         f"{pct(iv.get('vision_random', {}).get('all'))} |")
+                         for k in ("1", "2", "3")) + " | " + _analysis_cells(s, pct))
+        parts.append("")
+    recipe = [s for s in summaries if s["group"] in ("demo", "recipe")]
+    if recipe:
+        parts += ["### The demo's recipe with one thing changed", "",
+                  "`demo-*`: a whole `ivtlr demo` (the default recipe, or with the flags in its commands). `rec-*`: "
+                  "the demo's own latent training (model selection on the validation split included) again from "
+                  "the stage-0 checkpoint of `demo-s0`, one setting changed. Test accuracy of each stage's model "
+                  "with its own latents; the optimizer steps the latent stages took (each ends at two perfect "
+                  "validations in a row, else after its epochs); hit rate of latent step t on the cell rationale "
+                  "step t reads; accuracy with every fed-back state zeroed / latent vision random.", "",
+                  "| experiment | question | stages 1 / 2 / ... | latent steps | last stage's validations | "
+                  "hit rate step 1 / 2 / 3 | h zeroed | random patches |", "|---|---|---|---|---|---|---|---|"]
+        for s in recipe:
+            stages = " / ".join(pct(s["stages"][k]["accuracy"]) for k in sorted(s["stages"], key=int))
+            last = max(int(k) for k in s["stages"])
+            val = " / ".join("100" if a == 1 else f"{100 * a:.1f}" for _, stage, a in s.get("validation", [])
+                             if stage == last) or "-"  # 99.8 is not 100: a stage ends only at 100
+            parts.append(f"| `{s['name']}` | {s['question']} | {stages} | {s['steps']} | {val} | "
+                         + _analysis_cells(s, pct))
         parts.append("")
     parts += ["### Commands", ""]
     for s in summaries:

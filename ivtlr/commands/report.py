@@ -163,6 +163,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"{recipe['lr']} {recipe.get('schedule', 'cosine')}"
         + (f" (latent stages' epochs are a maximum: validation on {recipe['n_val']} questions of the benchmark's own "
            f"validation split every {recipe['val_every']} steps"
+           + (f" (stage 0's on the first {recipe['cot_n_val']})" if recipe.get('cot_n_val') else "")
            + (f", a stage ends after its first epoch {ends or f'at {stop}'}" if recipe.get('stop_at') else "")
            + (", each stage keeps its best-validated weights" if recipe.get('keep_best') else "") + ")"
            if recipe.get('n_val') and recipe.get('val_every') else "")
@@ -172,7 +173,10 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
         "option letter the question has; `official` is M3CoT's own judge, which only knows A-F; `reference` is the "
         "authors' lenient rule). AR steps = generated tokens per question. Latency = median wall time per question "
-        "at batch size 1 (32 questions, timed after 4 untimed ones). Row keys are those of results.json.",
+        "at batch size 1 (32 questions, timed after 4 untimed ones"
+        + (f", in {rounds} rounds that time every mode in turn, so that all modes see the same machine conditions"
+           if (rounds := results.get("ivtlr", {}).get("latency_rounds", 1)) > 1 else "")
+        + "). Row keys are those of results.json.",
         "",
         "## All modes",
         "",
