@@ -14,6 +14,7 @@ from ivtlr.analyze import cover_chance, fit_probe, hit_rates, token_cells
 from ivtlr.batching import collate
 from ivtlr.data.synth import StepTruth, SynthConfig, make_example, render, step_truth
 from ivtlr.engine import Intervention, LatentConfig, LatentEngine
+from ivtlr.tasks import rationale_to_steps
 
 ALL = [pytest.param(kit, id=name) for name, kit in KITS.items()]
 
@@ -173,6 +174,30 @@ def test_step_truth_from_pixels_matches_the_generator(knobs):
         step_truth(image, category, ex.kind, "not-the-answer")
     with pytest.raises(ValueError, match="category"):
         step_truth(image, "grid3", ex.kind)
+
+
+@pytest.mark.parametrize("style", ["pairs", "template", "content_first"])
+def test_step_per_read_writes_one_step_per_chain_cell(tmp_path, style):
+    """step_per_read: the rationale has hops + 1 sentences, the synth task keeps them as steps (the authors' split
+    would merge them into 3), and the ground truth names one cell per step; with 2 hops it is the default text."""
+    from ivtlr.data.synth import generate
+    from ivtlr.tasks import get_task
+
+    knobs = dict(step_style=style, palette="wheel", fixed_options=True, kinds=("dot-colour",))
+    for i in range(6):
+        per_read = make_example(SynthConfig(hops=2, step_per_read=True, **knobs), 5, "test", i)
+        assert per_read.rationale == make_example(SynthConfig(hops=2, **knobs), 5, "test", i).rationale
+    generate(tmp_path / "d", 4, 6, seed=2, n_val=0, hops=4, step_per_read=True, **knobs)
+    task = get_task("synth")
+    for ex in task.load(tmp_path / "d", "test"):
+        steps, truth = task.steps(ex), task.step_truth(ex)
+        assert len(steps) == 5 and len(rationale_to_steps(ex.rationale)) == 3  # the authors' split merges them
+        assert truth.cells == tuple((c,) for c in truth.path) and len(truth.content) == 5
+        for step, cell, content in zip(steps, truth.path, truth.content):
+            assert content in step  # each step names what it reads
+        assert truth.content[-1] == ex.choices[ex.answer_index]
+    with pytest.raises(ValueError, match="dots family only"):
+        SynthConfig(family="arrows", step_per_read=True)
 
 
 # ------------------------------------------------------------------------------------------------ judge

@@ -128,6 +128,26 @@ def test_hops_set_the_benchmark_and_keep_the_curriculum(capsys):
     assert "--hops 3" in capsys.readouterr().out
 
 
+def test_step_per_read_adds_a_latent_stage_per_extra_hop(capsys):
+    """--hops H --step-per-read: H + 1 rationale steps, as many latent stages; the added stages get the middle
+    stages' epochs, the last stage keeps its own; without --hops it is refused."""
+    import pytest
+
+    from ivtlr.commands.demo import RECIPES, main, with_hops
+
+    full = RECIPES["full"]
+    recipe = with_hops(full, 4, per_read=True)
+    assert recipe.synth["step_per_read"] and recipe.max_latent_stage == 5
+    assert recipe.stage_epochs == full.stage_epochs[:-1] + (full.stage_epochs[-2],) * 2 + full.stage_epochs[-1:]
+    assert with_hops(full, 2, per_read=True).stage_epochs == full.stage_epochs
+    assert main(["--hops", "3", "--step-per-read", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "max_latent_stage: 4" in text and "--step-per-read" in text
+    with pytest.raises(SystemExit):
+        main(["--step-per-read", "--print-config"])
+    assert "needs --hops" in capsys.readouterr().err
+
+
 def test_latency_rounds_time_every_mode_in_turn():
     """Evaluator.retime: rounds - 1 more timing runs of every row, interleaved (row a, row b, row a, row b), and each
     row's latency is the median over all its rounds."""

@@ -77,3 +77,19 @@ def test_recipe_table_renders_any_number_of_stages():
                "analysis": {"interventions": {"h_zero": {"all": 0.1}, "vision_random": {"all": 0.5}}}}
     text = ex.render_tables([summary])
     assert "| `demo-hops3` | q | 100.0 / 99.0 / 100.0 / 50.0 | 2000 | 42.0 / 100 | - | 10.0 | 50.0 |" in text
+
+
+def test_latent_runs_evaluate_every_stage_they_train(monkeypatch):
+    """A recipe experiment repeats its demo's curriculum: on a demo of one step per read over 3 hops, four latent
+    stages, each evaluated with its own latents, the last with the short answer budget, and analysed."""
+    base = ex.Experiment("demo-pr", "demo", "q", demo_flags=("--hops", "3", "--step-per-read"))
+    rec = ex.Experiment("rec-pr", "recipe", "q", latent_from="demo-pr")
+    monkeypatch.setitem(ex.EXPERIMENTS, "demo-pr", base)
+    assert ex.latent_stages(rec) == 4 and ex.latent_stages(ex.EXPERIMENTS["rec-k2"]) == 3
+    cmds = [" ".join(c) for c in ex.commands(rec)]
+    evals = [c for c in cmds if c.startswith("ivtlr eval")]
+    assert [c.split("--latents ")[1].split()[0] for c in evals] == ["1", "2", "3", "4"]
+    assert "--max-new-tokens 16" in evals[-1] and "--max-new-tokens 128" in evals[2]
+    assert "checkpoint rec-pr 4)" in cmds[-1] and cmds[-1].startswith("ivtlr analyze")
+    assert ex.latent_stages(ex.Experiment("x", "latent", "q", latent_from="s0-demo",
+                                          train={"curriculum.max_latent_stage": 2})) == 2

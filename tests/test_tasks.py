@@ -48,6 +48,13 @@ def test_rationale_to_steps(rationale: str, steps: list[str]) -> None:
     assert rationale_to_steps(rationale) == steps
 
 
+def test_rationale_to_steps_without_the_merge() -> None:
+    """max_steps=None keeps every sentence (a benchmark whose sentences are its steps); another limit merges as 3."""
+    assert rationale_to_steps("A. B. C. D. E.", None) == ["A", "B", "C", "D", "E."]
+    assert rationale_to_steps("A. B. C. D. E.", 4) == ["A. B", "C", "D", "E."]
+    assert rationale_to_steps("A. B. C. D. E.") == ["A. B", "C. D", "E."]
+
+
 def test_step_targets_end_with_newline() -> None:
     example = Example("x", "q", ["a"], 0, rationale="A. B. C. D.")
     assert step_target("A") == "A\n"

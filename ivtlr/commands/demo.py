@@ -318,10 +318,20 @@ class Evaluator:
 
 
 # ---------------------------------------------------------------------------------------------------- main
-def with_hops(recipe: DemoRecipe, hops: int) -> DemoRecipe:
-    """The recipe on questions of ``hops`` hops. The rationale keeps its three steps (the middle one reads every
-    cell on the way), so the curriculum keeps its stages."""
-    return replace(recipe, synth={**recipe.synth, "hops": hops})
+def with_hops(recipe: DemoRecipe, hops: int, per_read: bool = False) -> DemoRecipe:
+    """The recipe on questions of ``hops`` hops. By default the rationale keeps its three steps (the middle one
+    reads every cell on the way), so the curriculum keeps its stages. ``per_read``: one rationale step per read
+    (hops + 1), so one latent stage more per extra hop, each with the epochs of the recipe's middle stages."""
+    recipe = replace(recipe, synth={**recipe.synth, "hops": hops})
+    if not per_read:
+        return recipe
+    recipe = replace(recipe, synth={**recipe.synth, "step_per_read": True})
+    n = hops + 1
+    epochs = recipe.stage_epochs
+    if epochs:  # the first stages' epochs, the middle ones' for the added stages, the last stage's at the end
+        middle = epochs[-2] if len(epochs) > 1 else epochs[-1]
+        epochs = tuple(epochs[:-1]) + (middle,) * (n - len(epochs)) + (epochs[-1],)
+    return replace(recipe, max_latent_stage=n, stage_epochs=epochs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"the benchmark's rationale wording (default: {SYNTH['step_style']}; see ivtlr data synth)")
     parser.add_argument("--hops", type=int, help="dots each question follows (default 2); the rationale keeps three "
                         "steps, its middle one reads every cell on the way (hops - 1 of them)")
+    parser.add_argument("--step-per-read", action="store_true", help="with --hops: one rationale step per read "
+                        "(hops + 1 steps) and as many latent stages, instead of the authors' three steps")
     for f in dataclasses.fields(DemoRecipe):
         if f.type in ("int", "float", "str") and f.name not in ("n_test",):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
@@ -354,9 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe, dict]:
+    """The recipe that parsed demo flags ask for, and the overrides they made (for the report's command line).
+    A bad combination is refused through ``parser.error`` before anything is generated or trained."""
     label = "quick" if args.quick else "full"
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
                  if getattr(args, f.name, None) is not None}
@@ -364,14 +376,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.step_style:
         recipe = replace(recipe, synth={**recipe.synth, "step_style": args.step_style})
         overrides["step_style"] = args.step_style
+    if args.step_per_read and args.hops is None:
+        parser.error("--step-per-read needs --hops (with the default 2 hops the rationale is one step per read)")
     if args.hops is not None:
-        recipe = with_hops(recipe, args.hops)
+        recipe = with_hops(recipe, args.hops, args.step_per_read)
         overrides["hops"] = args.hops
+        if args.step_per_read:
+            overrides["step_per_read"] = True
     try:  # the latent options and the benchmark's knobs are checked before anything is generated or trained
         LatentConfig(k=recipe.k, latent_grad=recipe.latent_grad, feedback_norm=recipe.feedback_norm, order=recipe.order)
         SynthConfig(**recipe.synth)
     except ValueError as err:
         parser.error(str(err))
+    return recipe, overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    label = "quick" if args.quick else "full"
+    recipe, overrides = recipe_from_args(args, parser)
     if args.print_config:
         print(recipe_config_text(recipe, args.backbone), end="")
         return 0

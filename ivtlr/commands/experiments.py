@@ -125,6 +125,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _demo("demo-s0", "The demo's default recipe, seed 0: the base of the recipe experiments below."),
     _demo("demo-hops3", "Questions of 3 hops: the middle rationale step reads two cells, so latent step 2 has to do "
           "two reads.", 0, "--hops", "3"),
+    _demo("demo-hops3-per-read", "Questions of 3 hops with one rationale step per read (4 steps, 4 latent stages): "
+          "does every latent step carry its read when none has to do two?", 0, "--hops", "3", "--step-per-read"),
+    _demo("demo-hops3-per-read-s5", "The same on seed 5 (another benchmark, initialisation and data order).", 5,
+          "--hops", "3", "--step-per-read"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
@@ -174,14 +178,14 @@ def commands(exp: Experiment) -> list[list[str]]:
         return [["ivtlr", "train", str(base / "ivtlr" / "config.yaml"),
                  *_flags({**exp.train, "run.out_dir": str(run / "run")})],
                 *_evaluations(exp.name, f"$(ivtlr experiments checkpoint {exp.latent_from} 0)",
-                              ["--data", str(base / "data")])]
+                              ["--data", str(base / "data")], latent_stages(exp))]
     if exp.is_latent:
         base = EXPERIMENTS[exp.latent_from]
         data = ROOT / base.name / "data"
         init = f"$(ivtlr experiments checkpoint {base.name} 0)"
         return [["ivtlr", "train", *_flags({**BASE_TRAIN, "data.source": str(data), "optim.seed": exp.seed,
                                             **exp.train, "run.out_dir": str(run / "run")}), "--model.init_from", init],
-                *_evaluations(exp.name, init)]
+                *_evaluations(exp.name, init, stages=latent_stages(exp))]
     data = run / "data"
     return [data_command(exp, data),
             ["ivtlr", "train", *_flags({**BASE_TRAIN, "data.source": str(data), "optim.seed": exp.seed, **exp.train,
@@ -190,15 +194,29 @@ def commands(exp: Experiment) -> list[list[str]]:
              "--out", str(run / "eval-cot")]]
 
 
-def _evaluations(name: str, cot: str, data: list[str] = ()) -> list[list[str]]:
-    """A latent run's evaluations: each stage's checkpoint with its own latents, then ``ivtlr analyze`` of the
-    last against the stage-0 (chain-of-thought) checkpoint ``cot``."""
+def _evaluations(name: str, cot: str, data: list[str] = (), stages: int = 3) -> list[list[str]]:
+    """A latent run's evaluations: each of its ``stages`` stages' checkpoints with its own latents, then ``ivtlr
+    analyze`` of the last against the stage-0 (chain-of-thought) checkpoint ``cot``."""
     run = ROOT / name
     cmds = [["ivtlr", "eval", "--checkpoint", f"$(ivtlr experiments checkpoint {name} {s})", "--latents", str(s),
-             "--max-new-tokens", "16" if s == 3 else "128", *data, "--out", str(run / f"eval-stage{s}")]
-            for s in (1, 2, 3)]
-    return cmds + [["ivtlr", "analyze", "--checkpoint", f"$(ivtlr experiments checkpoint {name} 3)",
+             "--max-new-tokens", "16" if s == stages else "128", *data, "--out", str(run / f"eval-stage{s}")]
+            for s in range(1, stages + 1)]
+    return cmds + [["ivtlr", "analyze", "--checkpoint", f"$(ivtlr experiments checkpoint {name} {stages})",
                     "--cot-checkpoint", cot, *data, "--out", str(run / "analysis")]]
+
+
+def latent_stages(exp: Experiment) -> int:
+    """How many latent stages an experiment trains: its own override, else (a recipe experiment) those of the
+    demo it repeats, as that demo's flags set them, else the latent recipe's."""
+    if "curriculum.max_latent_stage" in exp.train:
+        return int(exp.train["curriculum.max_latent_stage"])
+    if exp.group == "recipe":
+        from .demo import build_parser, recipe_from_args
+
+        parser = build_parser()
+        base = EXPERIMENTS[exp.latent_from]
+        return recipe_from_args(parser.parse_args(list(base.demo_flags)), parser)[0].max_latent_stage
+    return int(LATENT["curriculum.max_latent_stage"])
 
 
 def checkpoint(name: str, stage: int) -> Path:
@@ -275,8 +293,9 @@ def summarise(exp: Experiment) -> dict:
         out["analysis"] = {k: analysis[k] for k in ("accuracy", "hit_rates", "interventions", "scales", "probes")
                            if k in analysis}
     elif exp.is_latent:
-        out["stages"] = {str(s): _eval_summary(run / f"eval-stage{s}") for s in (1, 2, 3)}
-        out["loss_by_stage"] = {str(s): [r["loss"] for r in losses if r["stage"] == s][-1] for s in (1, 2, 3)}
+        stages = range(1, latent_stages(exp) + 1)
+        out["stages"] = {str(s): _eval_summary(run / f"eval-stage{s}") for s in stages}
+        out["loss_by_stage"] = {str(s): [r["loss"] for r in losses if r["stage"] == s][-1] for s in stages}
         analysis = json.loads((run / "analysis" / "analysis.json").read_text())
         out["analysis"] = {k: analysis[k] for k in ("accuracy", "hit_rates", "interventions", "scales", "probes")
                            if k in analysis}
@@ -303,7 +322,7 @@ def _analysis_cells(summary: dict, pct) -> str:
     """'hit rates | h zeroed | random patches |' of one experiment's final model."""
     a = summary.get("analysis", {})
     hr = a.get("hit_rates", {}).get("by_step", [])
-    hits = " / ".join(pct(hr[t][t]) for t in range(min(3, len(hr)))) if hr else "-"
+    hits = " / ".join(pct(hr[t][t]) for t in range(len(hr))) if hr else "-"  # every latent step
     iv = a.get("interventions", {})
     return f"{hits} | {pct(iv.get('h_zero', {}).get('all'))} | {pct(iv.get('vision_random', {}).get('all'))} |"
 
@@ -345,7 +364,7 @@ def render_tables(summaries: list[dict]) -> str:
                   "validations in a row, else after its epochs); hit rate of latent step t on the cell rationale "
                   "step t reads; accuracy with every fed-back state zeroed / latent vision random.", "",
                   "| experiment | question | stages 1 / 2 / ... | latent steps | last stage's validations | "
-                  "hit rate step 1 / 2 / 3 | h zeroed | random patches |", "|---|---|---|---|---|---|---|---|"]
+                  "hit rate step 1 / 2 / ... | h zeroed | random patches |", "|---|---|---|---|---|---|---|---|"]
         for s in recipe:
             stages = " / ".join(pct(s["stages"][k]["accuracy"]) for k in sorted(s["stages"], key=int))
             last = max(int(k) for k in s["stages"])

@@ -10,7 +10,7 @@ from ivtlr.tasks.examples import LETTERS
 ANSWER_PREFIX = "Therefore, the answer is "
 
 
-def rationale_to_steps(rationale: str) -> list[str]:
+def rationale_to_steps(rationale: str, max_steps: int | None = 3) -> list[str]:
     """Split a rationale into at most 3 reasoning steps, as the reference training code does.
 
     Newlines become spaces, the text is stripped (the reference code strips; the spec's summary omits it),
@@ -19,17 +19,19 @@ def rationale_to_steps(rationale: str) -> list[str]:
 
     Args:
         rationale: the annotated chain of thought (may be empty).
+        max_steps: the merge's limit (3, the reference code's); None keeps every sentence as its own step (a
+            benchmark whose sentences are its reasoning steps, e.g. the synthetic one with ``step_per_read``).
     Returns:
-        0 to 3 step strings ([] for an empty or blank rationale).
+        0 to ``max_steps`` step strings ([] for an empty or blank rationale).
     """
     pieces = rationale.replace("\n", " ").strip().split(". ")
     if pieces[-1] == "":
         pieces.pop()
-    if len(pieces) <= 3:
+    if max_steps is None or len(pieces) <= max_steps:
         return pieces
-    q, r = divmod(len(pieces), 3)
+    q, r = divmod(len(pieces), max_steps)
     steps, start = [], 0
-    for i in range(3):
+    for i in range(max_steps):
         end = start + q + (1 if i < r else 0)
         steps.append(". ".join(pieces[start:end]))
         start = end

@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 from ivtlr.data.synth.truth import step_truth
 from ivtlr.data.synth.writer import read_config
 from ivtlr.tasks.m3cot import M3CoTTask
+from ivtlr.tasks.prompts import rationale_to_steps
 from ivtlr.tasks.scoring import official_prediction
 from ivtlr.tasks.examples import Examples, LETTERS
 
@@ -41,10 +42,17 @@ class SynthTask(M3CoTTask):
         if source is None or not Path(source).expanduser().is_dir():
             raise ValueError(f"synth: pass the directory written by the generator's save_to_disk, got {source!r}")
         examples = super().load(source, split, on_error)
-        if read_config(source).get("answer_lead", False):
-            for example in examples:
-                example.extra["answer_lead"] = True
+        config = read_config(source)
+        for flag in ("answer_lead", "step_per_read"):  # how the generator wrote the text
+            if config.get(flag, False):
+                for example in examples:
+                    example.extra[flag] = True
         return examples
+
+    def steps(self, example):
+        """The rationale's steps; data generated with ``step_per_read`` keeps every sentence (one read each) as
+        its own step instead of the authors' merge into at most 3."""
+        return rationale_to_steps(example.rationale, None if example.extra.get("step_per_read") else 3)
 
     def answer_text(self, example):
         """The answer target; data generated with ``answer_lead`` opens it with the answer's content ("blue.
@@ -69,7 +77,7 @@ class SynthTask(M3CoTTask):
         see ``ivtlr.data.synth.step_truth``. Raises ValueError naming the record when the image disagrees."""
         try:
             return step_truth(example.image, example.extra.get("category", ""), example.topic,
-                              example.choices[example.answer_index])
+                              example.choices[example.answer_index], bool(example.extra.get("step_per_read")))
         except ValueError as err:
             raise ValueError(f"synth: record {example.id!r}: {err}") from None
 

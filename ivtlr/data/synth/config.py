@@ -122,6 +122,11 @@ class SynthConfig:
     step boundary then predicts what the step before it read, the answer's boundary too: the state after the
     last latent step is trained, like every other, to carry the last read (measured in docs/latent-reasoning.md:
     without it, the final latent stage has no target for that state and learns by a late jump or not at all)."""
+    step_per_read: bool = False
+    """Dots family: one rationale sentence per read (hops + 1 steps), which the synth task keeps as separate
+    steps (the synth task reads this from the data's ``synth_config.json``). By default, as the authors' data
+    processing (at most 3 steps), the middle step reads every cell on the way: with hops > 2 one step (and so one
+    latent step) then does several reads. With hops = 2 both give the same rationale."""
     kinds: tuple[str, ...] = ()
     """Question kinds to mix, balanced (comma-separated); empty: all of the family's (dots: dot-colour,
     dot-count, dot-match; arrows: arrow-colour, arrow-direction, colour-count)."""
@@ -166,6 +171,8 @@ class SynthConfig:
             raise ValueError(f"step_style must be one of {STEP_STYLES}, got {self.step_style!r}")
         if self.step_style != "template" and not dots:
             raise ValueError(f"step_style {self.step_style} is defined for the dots family only")
+        if self.step_per_read and not dots:
+            raise ValueError("step_per_read is defined for the dots family only")
         if self.distractors is not None and (dots or self.distractors < 0):
             raise ValueError(f"distractors must be >= 0 or None (all cells), and is for the arrows family only "
                              f"(every dots cell has a dot), got {self.distractors}")

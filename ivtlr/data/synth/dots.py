@@ -142,24 +142,27 @@ def _make_dot_example(cfg: SynthConfig, rng: random.Random, kind: str, letter: i
     scene = Scene(cfg.grid, tuple(fills), (None,) * len(fills), tuple(dots))
     end = path[-1]
 
-    # Text. Step 1 reads the white cell, step 2 the cells on the way, step 3 the reached cell (and the board).
+    # Text. Step 1 reads the white cell, step 2 the cells on the way, step 3 the reached cell (and the board);
+    # with step_per_read the cells on the way get a sentence each (so a step of the split rationale is one read).
+    between = ". " if cfg.step_per_read else ", then "
     if cfg.step_style == "pairs":
         def has(c: int) -> str:
             return f"{fills[c]} {dots[c]}, the {fills[c]} cell has {_article(dots[c])} {dots[c]} dot"
 
-        step1, step2, step3 = has(path[0]), ", then ".join(has(c) for c in path[1:-1]), has(end)
+        step1, step2, step3 = has(path[0]), between.join(has(c) for c in path[1:-1]), has(end)
     elif cfg.step_style in ("content_first", "content_goto"):
         def has(c: int, goto: bool = True) -> str:
             text = f"{dots[c]} dot in the {fills[c]} cell"
             return text + f", so go to the {dots[c]} cell" if goto and cfg.step_style == "content_goto" else text
 
-        step1, step2, step3 = has(path[0]), ", then ".join(has(c) for c in path[1:-1]), has(end, goto=False)
+        step1, step2, step3 = has(path[0]), between.join(has(c) for c in path[1:-1]), has(end, goto=False)
     else:
         def has(c: int) -> str:
             return f"The {fills[c]} cell has {_article(dots[c])} {dots[c]} dot"
 
-        step1, step2, step3 = has(path[0]), ", then the ".join(has(c)[4:] for c in path[1:-1]), has(end)
-        step2 = "The " + step2
+        step1, step2, step3 = has(path[0]), between.join(has(c) for c in path[1:-1]), has(end)
+        if not cfg.step_per_read:
+            step2 = "The " + ", then the ".join(has(c)[4:] for c in path[1:-1])
 
     lead = f"Start at the white cell and follow the dots {_TIMES.get(cfg.hops, f'{cfg.hops} times')}"
     if kind == "dot-colour":

@@ -17,8 +17,9 @@ class StepTruth:
 
     ``path``: the chain's cells, start first (row-major cell indices of the board). ``cells``: per rationale step
     (3), the cells it reads (step 1: the start; step 2: the cells on the way; step 3: the reached cell, plus the
-    twin for dot-match). ``content``: per step, the content it reads that the next step needs (dots: the dot
-    colour of the last chain cell it reads; arrows: the start's arrow, then the colours of the cells reached).
+    twin for dot-match); with per-read steps, one step per chain cell. ``content``: per step, the content it reads
+    that the next step needs (dots: the dot colour of the last chain cell it reads; arrows: the start's arrow, then
+    the colours of the cells reached).
     ``answer``: the answer's content. ``grid``: cells per side.
     """
 
@@ -70,10 +71,12 @@ def read_scene(image: Image.Image, grid: int, family: str = "dots") -> Scene:
     return Scene(grid, tuple(fills), tuple(marks))
 
 
-def step_truth(image: Image.Image, category: str, kind: str, answer: str | None = None) -> StepTruth:
-    """The cells and contents of a question's three rationale steps, from its image and its ``category`` field
-    (``{family}-grid{g}-hops{h}``). ``answer`` (the gold option's text), when given, is checked against the answer
-    re-derived from the pixels.
+def step_truth(image: Image.Image, category: str, kind: str, answer: str | None = None,
+               per_read: bool = False) -> StepTruth:
+    """The cells and contents of a question's rationale steps, from its image and its ``category`` field
+    (``{family}-grid{g}-hops{h}``): three steps (the cells on the way in the middle one), or with ``per_read``
+    (data written with ``step_per_read``) one step per cell of the chain. ``answer`` (the gold option's text),
+    when given, is checked against the answer re-derived from the pixels.
 
     Raises ValueError for a category this benchmark does not write, an image that is not one of its boards, or an
     answer that disagrees with the pixels."""
@@ -89,6 +92,11 @@ def step_truth(image: Image.Image, category: str, kind: str, answer: str | None 
     last = [path[-1]]
     if kind == "dot-match":
         last += [c for c, d in enumerate(scene.dots) if d == scene.dots[path[-1]] and c != path[-1]]
+    if per_read:
+        if family != "dots":
+            raise ValueError("per-read steps are defined for the dots family only")
+        cells = tuple((c,) for c in path[:-1]) + (tuple(last),)
+        return StepTruth(grid, path, cells, tuple(scene.dots[c] for c in path), derived)
     cells = ((path[0],), tuple(path[1:-1]), tuple(last))
     if family == "dots":
         content = (scene.dots[path[0]], scene.dots[path[-2]], scene.dots[path[-1]])
