@@ -431,9 +431,10 @@ class Trainer:
         engine = self.s.engine
         was_training = self.s.model.training
         self.s.model.eval()
-        # as many latent steps as the stage's training layout has: min(stage, the rationale's steps)
-        steps = max(len(self.s.task.steps(ex)) for ex in self.s.val_examples.values())
-        n = self.curriculum.n_latents(stage, steps) if not self.config.curriculum.no_cot else 0
+        # as many latent steps as the stage's training layout has: min(stage, the rationale's steps), one number
+        # for every question as at evaluation
+        rationale_steps = max(len(ex.step_ids) for ex in self.s.val)
+        n = self.curriculum.n_latents(stage, rationale_steps) if not self.config.curriculum.no_cot else 0
         records = predict(engine, self.s.encoder, self.s.val, n, self.config.run.val_max_new_tokens,
                           self.config.run.eval_batch_size)
         report = score_predictions(self.s.task, self.s.val_examples, records)

@@ -129,6 +129,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
           "does every latent step carry its read when none has to do two?", 0, "--hops", "3", "--step-per-read"),
     _demo("demo-hops3-per-read-s5", "The same on seed 5 (another benchmark, initialisation and data order).", 5,
           "--hops", "3", "--step-per-read"),
+    _demo("demo-hops4-per-read", "Questions of 4 hops (the longest chain of the 3x3 board), one step per read: 5 "
+          "steps, 5 latent stages.", 0, "--hops", "4", "--step-per-read"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
