@@ -52,7 +52,9 @@ class SynthTask(M3CoTTask):
     def steps(self, example):
         """The rationale's steps; data generated with ``step_per_read`` keeps every sentence (one read each) as
         its own step instead of the authors' merge into at most 3."""
-        return rationale_to_steps(example.rationale, None if example.extra.get("step_per_read") else 3)
+        if example.extra.get("step_per_read"):
+            return rationale_to_steps(example.rationale, max_steps=None)
+        return super().steps(example)
 
     def answer_text(self, example):
         """The answer target; data generated with ``answer_lead`` opens it with the answer's content ("blue.

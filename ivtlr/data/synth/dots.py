@@ -160,9 +160,9 @@ def _make_dot_example(cfg: SynthConfig, rng: random.Random, kind: str, letter: i
         def has(c: int) -> str:
             return f"The {fills[c]} cell has {_article(dots[c])} {dots[c]} dot"
 
-        step1, step2, step3 = has(path[0]), between.join(has(c) for c in path[1:-1]), has(end)
-        if not cfg.step_per_read:
-            step2 = "The " + ", then the ".join(has(c)[4:] for c in path[1:-1])
+        step1, step3 = has(path[0]), has(end)
+        step2 = (between.join(has(c) for c in path[1:-1]) if cfg.step_per_read
+                 else "The " + ", then the ".join(has(c)[4:] for c in path[1:-1]))
 
     lead = f"Start at the white cell and follow the dots {_TIMES.get(cfg.hops, f'{cfg.hops} times')}"
     if kind == "dot-colour":
