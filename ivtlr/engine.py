@@ -294,6 +294,7 @@ class LatentEngine:
         if self.config.positions == "mrope" and not backbone.supports_mrope:
             raise ValueError(f"positions='mrope' is not available for backbone '{backbone.name}'")
         backbone.configure_attention()
+        backbone.configure_vision()
 
     # ------------------------------------------------------------------------------------------ layout
     def _check_positions(self, batch: LatentBatch, max_new_tokens: int) -> None:

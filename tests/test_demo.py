@@ -148,17 +148,20 @@ def test_step_per_read_adds_a_latent_stage_per_extra_hop(capsys):
     assert "needs --hops" in capsys.readouterr().err
 
 
-def test_latency_rounds_time_every_mode_in_turn():
-    """Evaluator.retime: rounds - 1 more timing runs of every row, interleaved (row a, row b, row a, row b), and each
-    row's latency is the median over all its rounds."""
+def test_latency_rounds_time_every_mode_in_turn_block_by_block():
+    """Evaluator.retime: in each round every row is timed on a block of questions before the next block
+    (a0-2, b0-2, a2-3, b2-3, then again), and each row's latency is the median over its rounds alone (the
+    first timing, in ``run``, only warms it up)."""
     from ivtlr.commands.demo import Evaluator
 
     ev = Evaluator.__new__(Evaluator)
-    ev.latency_rounds, calls = 3, []
+    ev.latency_rounds, ev.latency_questions, ev.latency_block, calls = 2, 3, 2, []
     ev.results = {"a": {"latency_s": 9.0}, "b": {"latency_s": 9.0}}
-    ev._seconds = {"a": [1.0, 5.0], "b": [2.0]}
-    ev._timers = {"a": lambda: calls.append("a") or [3.0], "b": lambda: calls.append("b") or [4.0]}
+    seconds = {"a": iter([1.0, 1.0, 3.0, 5.0, 5.0, 7.0]), "b": iter([2.0, 2.0, 2.0, 8.0, 8.0, 8.0])}
+    ev._timers = {key: (lambda lo, hi, key=key: calls.append((key, lo, hi)) or [next(seconds[key])
+                                                                               for _ in range(lo, hi)])
+                  for key in ("a", "b")}
     ev.retime()
-    assert calls == ["a", "b", "a", "b"]
-    assert ev.results["a"]["latency_s"] == 3.0 and ev.results["b"]["latency_s"] == 4.0  # medians of 1,5,3,3 / 2,4,4
-    assert ev.results["a"]["latency_rounds"] == 3
+    assert calls == [("a", 0, 2), ("b", 0, 2), ("a", 2, 3), ("b", 2, 3)] * 2
+    assert ev.results["a"]["latency_s"] == 4.0 and ev.results["b"]["latency_s"] == 5.0  # medians of the six
+    assert ev.results["a"]["latency_rounds"] == 2 and ev.results["a"]["latency_block"] == 2

@@ -329,3 +329,26 @@ def test_layer_checkpointing_with_recomputed_passes_equals_the_cached_engine(kit
     assert got.keys() == want.keys()
     for name in want:
         assert (got[name] - want[name]).abs().max() < TOL * max(1.0, want[name].abs().max().item()), name
+
+
+@pytest.mark.parametrize("kit", [pytest.param(k, id=n) for n, k in KITS.items() if n.startswith("qwen")])
+def test_matmul_patch_embedding_equals_the_convolution(kit):
+    """The engine computes Qwen's patch embedding (a Conv3d whose kernel equals its stride) as a matmul: the same
+    image embeddings, parameters and state dict; inputs that are not one patch each still take the convolution."""
+    from ivtlr.backbones.qwen2vl import PatchConv3d
+
+    bb = kit.backbone(seed=3)
+    proj = bb.hf.model.visual.patch_embed.proj
+    assert type(proj) is torch.nn.Conv3d
+    batch = collate([kit.sample(4, grid=kit.grids((3, 4))[0])], kit.tokens.pad)
+    before_state = {k: v.clone() for k, v in bb.hf.state_dict().items()}
+    with torch.no_grad():
+        before = bb.embed_inputs(batch.input_ids, batch.vision)
+        LatentEngine(bb, LatentConfig(k=2))  # the engine configures its backbone
+        assert type(proj) is PatchConv3d
+        after = bb.embed_inputs(batch.input_ids, batch.vision)
+        assert (after - before).abs().max() <= 1e-5 * before.abs().max()
+        assert before_state.keys() == bb.hf.state_dict().keys()
+        assert all(torch.equal(v, bb.hf.state_dict()[k]) for k, v in before_state.items())
+        wide = torch.randn(1, proj.in_channels, 2, 28, 28)  # two by two patches: the convolution itself
+        assert torch.equal(proj(wide), torch.nn.functional.conv3d(wide, proj.weight, proj.bias, proj.stride))

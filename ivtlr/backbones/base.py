@@ -179,6 +179,9 @@ class Backbone(ABC):
     def configure_attention(self) -> None:
         """Make the language model run the last-row capture backend (``ivtlr.attention``), vision parts untouched."""
 
+    def configure_vision(self) -> None:
+        """Faster forms of the vision tower's layers that compute the same products (default: none)."""
+
     @property
     def device(self) -> torch.device:
         return self.embedding.weight.device

@@ -132,6 +132,16 @@ def _table(results: dict, judges: list[str], kinds: list[str], headline: str) ->
     return lines
 
 
+def _timing_protocol(row: dict) -> str:
+    """How the report's latencies were timed (``Evaluator.retime``; older results: rounds of whole modes)."""
+    rounds, block = row.get("latency_rounds", 1), row.get("latency_block")
+    if block:
+        return (f", in {rounds} rounds that time every mode in turn on each block of {block} questions, after one "
+                "untimed question of the block, so that all modes see the same machine conditions")
+    return ", timed after 4 untimed ones" + (f", in {rounds} rounds that time every mode in turn, so that all modes "
+                                             "see the same machine conditions" if rounds > 1 else "")
+
+
 def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = None) -> Path:
     """Write ``out/report.md`` and the plots; returns the report's path."""
     judges = list(next(iter(results.values()))["accuracy"])
@@ -173,10 +183,8 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
         "option letter the question has; `official` is M3CoT's own judge, which only knows A-F; `reference` is the "
         "authors' lenient rule). AR steps = generated tokens per question. Latency = median wall time per question "
-        "at batch size 1 (32 questions, timed after 4 untimed ones"
-        + (f", in {rounds} rounds that time every mode in turn, so that all modes see the same machine conditions"
-           if (rounds := results.get("ivtlr", {}).get("latency_rounds", 1)) > 1 else "")
-        + "). Row keys are those of results.json.",
+        "at batch size 1 (32 questions" + _timing_protocol(results.get("ivtlr", {})) + "). Row keys are those of "
+        "results.json.",
         "",
         "## All modes",
         "",
