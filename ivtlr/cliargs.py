@@ -63,7 +63,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") 
         name = f"--{prefix}.{f.name}" if prefix else f"--{f.name.replace('_', '-')}"
         kwargs = _flag_kwargs(hints[f.name], default)
         group.add_argument(name, dest=f"{prefix}.{f.name}" if prefix else f.name, default=None,
-                           help=f"{docs.get(f.name, '')} (default: {default})", **kwargs)
+                           help=f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%"),  # argparse formats
+                           **kwargs)
 
 
 def overrides_from_args(ns: argparse.Namespace, cls, prefix: str = "") -> dict[str, Any]:
