@@ -124,6 +124,16 @@ class Position:
     batch: int = 0
     streak: int = 0
     """Validations in a row of the current stage at or above ``curriculum.stop_at`` (``stop_patience``)."""
+    overtime: int = 0
+    """Overtime epochs begun so far in the run (``curriculum.overtime_epochs``)."""
+    in_overtime: bool = False
+    """Whether the epoch being trained is the last of them (it then repeats its stage's last planned epoch index,
+    with a data order of its own)."""
+
+    @property
+    def overtime_index(self) -> int:
+        """0 in a planned epoch; k in the run's k-th overtime epoch."""
+        return self.overtime if self.in_overtime else 0
 
 
 def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -231,10 +241,11 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, factor)
 
     # --------------------------------------------------------------------------------------------- data
-    def epoch_batches(self, epoch: int) -> list[list[EncodedExample]]:
-        """This rank's batches of an epoch: a permutation seeded by (seed, epoch), split over the ranks."""
+    def epoch_batches(self, epoch: int, overtime: int = 0) -> list[list[EncodedExample]]:
+        """This rank's batches of an epoch: a permutation seeded by (seed, epoch), and by the overtime epoch's
+        index k >= 1 (``curriculum.overtime_epochs``) apart from every planned epoch, split over the ranks."""
         order = list(range(len(self.s.train)))
-        random.Random(self.config.optim.seed * 7919 + epoch).shuffle(order)
+        random.Random(self.config.optim.seed * 7919 + epoch + 1_000_003 * overtime).shuffle(order)
         bs = self.config.optim.batch_size
         out = []
         for b in range(self.batches_per_epoch):
@@ -309,7 +320,7 @@ class Trainer:
         validation reached ``curriculum.stop_at``: the stage's remaining epochs are skipped)."""
         cfg = self.config
         stage = cfg.curriculum.stage(epoch)
-        batches = self.epoch_batches(epoch)
+        batches = self.epoch_batches(epoch, self.pos.overtime_index)
         while self.pos.batch < len(batches):
             t0 = time.perf_counter()
             loss, n_tokens, grad_norm = self.train_step(batches[self.pos.batch], stage)
@@ -321,6 +332,8 @@ class Trainer:
             record = {"step": self.pos.step, "epoch": epoch, "stage": stage, "loss": loss,
                       "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": n_tokens * self.world / dt,
                       "grad_norm": grad_norm}
+            if self.pos.in_overtime:
+                record["overtime"] = self.pos.overtime
             self.write_metrics(record)
             if bar is not None:
                 bar.update(1)
@@ -331,10 +344,11 @@ class Trainer:
                 self.last_validation = self.validate(stage)
                 if self.select(stage, self.last_validation):
                     self.pos.epoch, self.pos.batch = cfg.curriculum.stage_end(epoch) + 1, 0
+                    self.pos.in_overtime = False
                     return "stage_done"
             if cfg.run.max_steps is not None and self.pos.step >= cfg.run.max_steps:
                 return "max_steps"
-        self.pos.epoch, self.pos.batch = epoch + 1, 0
+        self.pos.epoch, self.pos.batch, self.pos.in_overtime = epoch + 1, 0, False
         return "done"
 
     def write_metrics(self, record: dict) -> None:
@@ -399,6 +413,25 @@ class Trainer:
                      f"step {self.pos.step}")
             return True
         return False
+
+    def end_or_extend_stage(self, stage: int, epoch: int) -> None:
+        """At the end of a stage's last epoch: end the stage, or, for a latent stage whose stop rule has not held
+        while the run has ``curriculum.overtime_epochs`` left, train one more epoch of it. The validation that
+        decides is the one that ends a stage, so a stage that ends here ends exactly as without overtime."""
+        cur = self.config.curriculum
+        if stage == 0 or cur.stop_at is None or self.pos.overtime >= cur.overtime_epochs:
+            self.end_stage(stage, validated=False)
+            return
+        self.pos.epoch = epoch  # the validation belongs to the epoch just trained (select counts its epochs)
+        self.last_validation = self.validate(stage)
+        if self.select(stage, self.last_validation):
+            self.pos.epoch = epoch + 1
+            self.end_stage(stage, validated=True)
+            return
+        self.pos.overtime += 1
+        self.pos.batch, self.pos.in_overtime = 0, True
+        self.log(f"stage {stage}: its stop rule has not held by the end of epoch {epoch + 1}: overtime epoch "
+                 f"{self.pos.overtime} of the run's {cur.overtime_epochs}")
 
     def end_stage(self, stage: int, validated: bool) -> None:
         """Validate the stage's last weights (unless ``validated`` at this step already), under
@@ -470,13 +503,15 @@ class Trainer:
         while self.pos.epoch < total_epochs:
             epoch = self.pos.epoch
             stage = cfg.curriculum.stage(epoch)
-            if cfg.curriculum.is_stage_start(epoch) and self.pos.batch == 0 and epoch > 0 and cfg.curriculum.reset_optimizer:
+            if (cfg.curriculum.is_stage_start(epoch) and self.pos.batch == 0 and epoch > 0 and not self.pos.in_overtime
+                    and cfg.curriculum.reset_optimizer):
                 self.new_optimizer()
             bar = None
             if self.is_main and cfg.run.progress:
-                bar = tqdm(total=len(self.epoch_batches(epoch)) // cfg.optim.grad_accum,
+                extra = f" overtime {self.pos.overtime}" if self.pos.in_overtime else ""
+                bar = tqdm(total=self.batches_per_epoch // cfg.optim.grad_accum,
                            initial=self.pos.batch // cfg.optim.grad_accum,
-                           desc=f"stage {stage} epoch {epoch + 1}/{total_epochs}", leave=False)
+                           desc=f"stage {stage} epoch {epoch + 1}/{total_epochs}{extra}", leave=False)
             outcome = self.train_epoch(epoch, bar)
             if bar is not None:
                 bar.close()
@@ -487,7 +522,7 @@ class Trainer:
             if outcome == "stage_done":
                 self.end_stage(stage, validated=True)
             elif cfg.curriculum.is_stage_end(epoch):
-                self.end_stage(stage, validated=False)
+                self.end_or_extend_stage(stage, epoch)
         if self.tb is not None:
             self.tb.close()
         self.log(f"done: {self.pos.step} steps; checkpoints in {self.out / 'checkpoints'}")

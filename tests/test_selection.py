@@ -114,6 +114,83 @@ def test_without_stop_at_every_epoch_runs(synth_val, tmp_path, monkeypatch):
     assert tags["stage-0-end"] == 24 and tags["stage-1-end"] == 72
 
 
+def loss_rows(out) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_overtime_extends_a_stage_whose_stop_rule_has_not_held(synth_val, tmp_path, monkeypatch):
+    # stage 1's two planned epochs are steps 25-72 and never reach stop_at; overtime epoch 1 is steps 73-96, and
+    # validations at 80 and 88 end it there (stop_patience 2)
+    seen = scripted(monkeypatch, {80: 0.95, 88: 0.95})
+    out = tmp_path / "run"
+    Trainer(config(synth_val, out, stop_at=0.9, stop_patience=2, overtime_epochs=2)).run()
+    rows = loss_rows(out)
+    assert [r["stage"] for r in rows] == [0] * 24 + [1] * 64
+    assert [r["step"] for r in rows if "overtime" in r] == list(range(73, 89))
+    assert {r["overtime"] for r in rows if "overtime" in r} == {1} and {r["epoch"] for r in rows[72:]} == {2}
+    assert seen[-3:] == [72, 80, 88]  # the planned end validates (as a stage's end does) and finds the rule unmet
+    assert checkpoint_tags(out)["stage-1-end"] == 88
+
+
+def test_overtime_is_bounded_over_the_whole_run_and_orders_its_data_apart(synth_val, tmp_path, monkeypatch):
+    # stages 1 and 2 (24 steps each) never reach stop_at; the run's one overtime epoch goes to stage 1
+    scripted(monkeypatch, {})
+    out = tmp_path / "run"
+    trainer = Trainer(config(synth_val, out, stop_at=0.9, overtime_epochs=1, max_latent_stage=2, stage_epochs=[1, 1]))
+    trainer.run()
+    rows = loss_rows(out)
+    assert [r["stage"] for r in rows] == [0] * 24 + [1] * 48 + [2] * 24
+    assert [r["step"] for r in rows if "overtime" in r] == list(range(49, 73))
+    assert checkpoint_tags(out) == {"stage-0-end": 24, "step-56": 56, "stage-1-end": 72, "stage-2-end": 96}
+    ids = lambda batches: [ex.id for batch in batches for ex in batch]  # noqa: E731
+    planned, extra = ids(trainer.epoch_batches(1)), ids(trainer.epoch_batches(1, overtime=1))
+    assert sorted(planned) == sorted(extra) and planned != extra
+    assert extra not in [ids(trainer.epoch_batches(e)) for e in range(3)]
+
+
+@pytest.mark.parametrize("accuracies", [{56: 0.95, 64: 0.95}, {64: 0.95, 72: 0.95}],
+                         ids=["stops-within", "stops-at-its-end"])
+def test_overtime_leaves_a_run_whose_stages_stop_in_time_bit_identical(synth_val, tmp_path, monkeypatch, accuracies):
+    # stage 1 (steps 25-72) stops at 64, or its rule completes with the validation at its end (72)
+    ends = {}
+    for overtime in (0, 2):
+        scripted(monkeypatch, accuracies)
+        out = tmp_path / f"overtime-{overtime}"
+        Trainer(config(synth_val, out, stop_at=0.9, stop_patience=2, overtime_epochs=overtime)).run()
+        ends[overtime] = weights(out / "checkpoints" / f"step-{checkpoint_tags(out)['stage-1-end']:06d}")
+        assert not any("overtime" in r for r in loss_rows(out))
+    assert ends[0].keys() == ends[2].keys() and all(torch.equal(ends[0][k], ends[2][k]) for k in ends[0])
+
+
+def test_overtime_resumes_where_it_was_cut(synth_val, tmp_path, monkeypatch):
+    accuracies = {80: 0.95, 88: 0.95}
+    scripted(monkeypatch, accuracies)
+    whole = tmp_path / "whole"
+    Trainer(config(synth_val, whole, stop_at=0.9, stop_patience=2, overtime_epochs=2)).run()
+    scripted(monkeypatch, accuracies)
+    cfg = config(synth_val, tmp_path / "cut", stop_at=0.9, stop_patience=2, overtime_epochs=2)
+    cfg.run = type(cfg.run)(**{**vars(cfg.run), "max_steps": 84})  # inside the overtime epoch, between 80 and 88
+    Trainer(cfg).run()
+    seen = scripted(monkeypatch, accuracies)
+    cfg.run = type(cfg.run)(**{**vars(cfg.run), "max_steps": None, "resume": True})
+    Trainer(cfg).run()
+    assert seen == [88] and checkpoint_tags(tmp_path / "cut")["stage-1-end"] == 88
+    a, b = (weights(p / "checkpoints" / "step-000088") for p in (whole, tmp_path / "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in loss_rows(tmp_path / "cut")] == [r["step"] for r in loss_rows(whole)]
+
+
+def test_overtime_needs_a_stop_rule_and_a_constant_schedule(synth_val, tmp_path):
+    with pytest.raises(ValueError, match="overtime_epochs .* needs curriculum.stop_at"):
+        config(synth_val, tmp_path / "bad", overtime_epochs=1)
+    with pytest.raises(ValueError, match="overtime_epochs must be >= 0"):
+        config(synth_val, tmp_path / "bad", stop_at=0.9, overtime_epochs=-1)
+    cfg = config(synth_val, tmp_path / "bad", stop_at=0.9, overtime_epochs=1).to_dict()
+    cfg["optim"]["schedule"] = "cosine"
+    with pytest.raises(ValueError, match="needs optim.schedule constant"):
+        TrainConfig.from_dict(cfg)
+
+
 @pytest.mark.parametrize("keep_best", [True, False])
 def test_keep_best_ends_the_stage_with_its_best_validated_weights(synth_val, tmp_path, monkeypatch, keep_best):
     seen = scripted(monkeypatch, {56: 0.8})  # the best validation of stage 1 (steps 25-72)

@@ -101,6 +101,9 @@ class DemoRecipe:
     """stop_at ends a stage only at this many validations in a row at or above it (``curriculum.stop_patience``)."""
     keep_best: bool = False
     """Each latent stage ends with its best-validated weights (``curriculum.keep_best``)."""
+    overtime_epochs: int = 0
+    """Extra epochs, at most this many in all, for latent stages whose stop rule has not held by the end of their
+    planned epochs (``curriculum.overtime_epochs``)."""
     cot_stop_after: int = 0
     """Stage 0 is selected by validation too: ``cot_epochs`` become a maximum, and stage 0 ends at the first
     validation at ``stop_at`` after this many epochs (``curriculum.stop_after``), with its best weights under
@@ -124,7 +127,7 @@ RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(2, 2, 5), synth=SYNTH,
                        n_val=600, cot_n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True,
-                       cot_stop_after=4),
+                       cot_stop_after=4, overtime_epochs=2),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
                         n_val=8, val_every=4, stop_at=0.99, keep_best=True),
@@ -152,7 +155,8 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
                    stage_epochs=list(recipe.stage_epochs) or None)
         if recipe.n_val and recipe.val_every:
             cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.n_val)
-            cur.update(stop_at=recipe.stop_at or None, keep_best=recipe.keep_best, stop_patience=recipe.stop_patience)
+            cur.update(stop_at=recipe.stop_at or None, keep_best=recipe.keep_best, stop_patience=recipe.stop_patience,
+                       overtime_epochs=recipe.overtime_epochs if recipe.stop_at else 0)
     else:
         cur.update(no_cot=True, epochs_per_stage=recipe.nocot_epochs)
     cfg.curriculum = replace(cfg.curriculum, **cur)

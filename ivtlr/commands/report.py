@@ -23,15 +23,18 @@ def _acc(row: dict, judge: str) -> float:
     return 100 * row["accuracy"][judge]
 
 
-def _loss_by_stage(metrics: Path) -> dict[int, tuple[float, float, int]]:
-    """stage -> (first loss, last loss, steps) of one run's metrics.jsonl."""
+def _loss_by_stage(metrics: Path) -> dict[int, tuple[float, float, int, int]]:
+    """stage -> (first loss, last loss, steps, overtime epochs) of one run's metrics.jsonl."""
     out: dict[int, list[float]] = {}
+    overtime: dict[int, set[int]] = {}
     if metrics.is_file():
         for line in metrics.read_text().splitlines():
             row = json.loads(line)
             if "loss" in row:
                 out.setdefault(row["stage"], []).append(row["loss"])
-    return {s: (v[0], v[-1], len(v)) for s, v in out.items()}
+                if "overtime" in row:  # curriculum.overtime_epochs
+                    overtime.setdefault(row["stage"], set()).add(row["overtime"])
+    return {s: (v[0], v[-1], len(v), len(overtime.get(s, ()))) for s, v in out.items()}
 
 
 def stages(results: dict, n: int) -> list[tuple[int, dict]]:
@@ -175,7 +178,10 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
            f"validation split every {recipe['val_every']} steps"
            + (f" (stage 0's on the first {recipe['cot_n_val']})" if recipe.get('cot_n_val') else "")
            + (f", a stage ends after its first epoch {ends or f'at {stop}'}" if recipe.get('stop_at') else "")
-           + (", each stage keeps its best-validated weights" if recipe.get('keep_best') else "") + ")"
+           + (", each stage keeps its best-validated weights" if recipe.get('keep_best') else "")
+           + (f"; a latent stage whose rule has not held by the end of its epochs trains one more epoch at a time, "
+              f"at most {recipe['overtime_epochs']} in all" if recipe.get('overtime_epochs') and recipe.get('stop_at')
+              else "") + ")"
            if recipe.get('n_val') and recipe.get('val_every') else "")
         + f"; seed {meta['seed']}; {meta['threads']} torch thread(s) per training; wall time "
         f"{meta['wall_seconds'] / 60:.1f} min (trainings: {trainings}).",
@@ -198,12 +204,12 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         "",
         "## Training loss per stage (first step -> last step)",
         "",
-        "| run | stage | first loss | last loss | steps |",
-        "|---|---|---|---|---|",
+        "| run | stage | first loss | last loss | steps | overtime epochs |",
+        "|---|---|---|---|---|---|",
     ]
     for run in ("cot", "ivtlr", "authors", "nocot"):
-        for stage, (first, last, n) in sorted(_loss_by_stage(out / run / "metrics.jsonl").items()):
-            lines.append(f"| {run} | {stage} | {first:.3f} | {last:.3f} | {n} |")
+        for stage, (first, last, n, extra) in sorted(_loss_by_stage(out / run / "metrics.jsonl").items()):
+            lines.append(f"| {run} | {stage} | {first:.3f} | {last:.3f} | {n} | {extra} |")
     if analysis is not None:
         lines += ["", "## Diagnostics of the final model (`ivtlr analyze`)", "", format_markdown(analysis)]
         lines += [f"![{p}](analysis/{p})" for p in ("hit_rates.png", "probes.png", "interventions.png", "attention.png")
