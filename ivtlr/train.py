@@ -382,9 +382,10 @@ class Trainer:
             return None
         return {"step": read_meta(path)["step"], "val_accuracy": load_trainer_state(path)["val_accuracy"]}
 
-    def select(self, stage: int, record: dict | None) -> bool:
+    def select(self, stage: int, record: dict | None, epoch_complete: bool = False) -> bool:
         """Model selection after a validation (every rank calls it; rank 0's record decides): remember the
-        stage's best weights (``curriculum.keep_best``) and say whether the stage is done (``curriculum.stop_at``)."""
+        stage's best weights (``curriculum.keep_best``) and say whether the stage is done (``curriculum.stop_at``).
+        ``epoch_complete``: the validation follows the last step of epoch ``pos.epoch``, which then counts as done."""
         from accelerate.utils import broadcast_object_list
 
         cur = self.config.curriculum
@@ -404,7 +405,9 @@ class Trainer:
         if cur.stop_at is None:
             return False
         self.pos.streak = self.pos.streak + 1 if acc >= cur.stop_at else 0
-        if self.pos.streak >= cur.stop_patience and cur.epochs_into_stage(self.pos.epoch) >= cur.stop_after:
+        # epochs of the stage done: those before pos.epoch, and pos.epoch itself once complete or in overtime
+        done = cur.epochs_into_stage(self.pos.epoch) + (epoch_complete or self.pos.in_overtime)
+        if self.pos.streak >= cur.stop_patience and done >= cur.stop_after:
             # never within a stage's first stop_after epochs: a stage cut short in its first epoch leaves the next
             # one unable to learn
             row = f" ({self.pos.streak} validations in a row)" if cur.stop_patience > 1 else ""
@@ -424,7 +427,7 @@ class Trainer:
             return
         self.pos.epoch = epoch  # the validation belongs to the epoch just trained (select counts its epochs)
         self.last_validation = self.validate(stage)
-        if self.select(stage, self.last_validation):
+        if self.select(stage, self.last_validation, epoch_complete=True):
             self.pos.epoch = epoch + 1
             self.end_stage(stage, validated=True)
             return

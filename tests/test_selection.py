@@ -162,6 +162,15 @@ def test_overtime_leaves_a_run_whose_stages_stop_in_time_bit_identical(synth_val
     assert ends[0].keys() == ends[2].keys() and all(torch.equal(ends[0][k], ends[2][k]) for k in ends[0])
 
 
+def test_a_one_epoch_stage_whose_rule_holds_at_its_end_takes_no_overtime(synth_val, tmp_path, monkeypatch):
+    # stage 1 is one epoch (steps 25-48); the validation at its end completes the row (40, 48): its one epoch is done
+    seen = scripted(monkeypatch, {40: 0.95, 48: 0.95})
+    out = tmp_path / "run"
+    Trainer(config(synth_val, out, stop_at=0.9, stop_patience=2, overtime_epochs=2, stage_epochs=[1])).run()
+    assert seen[-1] == 48 and checkpoint_tags(out)["stage-1-end"] == 48
+    assert not any("overtime" in r for r in loss_rows(out))
+
+
 def test_overtime_resumes_where_it_was_cut(synth_val, tmp_path, monkeypatch):
     accuracies = {80: 0.95, 88: 0.95}
     scripted(monkeypatch, accuracies)
