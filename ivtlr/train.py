@@ -126,6 +126,8 @@ class Position:
     """Validations in a row of the current stage at or above ``curriculum.stop_at`` (``stop_patience``)."""
     overtime: int = 0
     """Overtime epochs begun so far in the run (``curriculum.overtime_epochs``)."""
+    stage_best: float | None = None
+    """The current stage's best validation accuracy so far (``curriculum.overtime_within``)."""
     in_overtime: bool = False
     """Whether the epoch being trained is the last of them (it then repeats its stage's last planned epoch index,
     with a data order of its own)."""
@@ -159,6 +161,8 @@ class Trainer:
         self.config = config
         self.pos = Position()
         self.last_validation: dict | None = None
+        self.last_accuracy: float | None = None
+        """The last validation's accuracy, on every rank (``select``)."""
 
     # ------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -392,9 +396,10 @@ class Trainer:
         acc = [record["val_accuracy"] if record else None]
         if self.world > 1:
             broadcast_object_list(acc)
-        acc = acc[0]
+        acc = self.last_accuracy = acc[0]
         if acc is None:
             return False
+        self.pos.stage_best = acc if self.pos.stage_best is None else max(self.pos.stage_best, acc)
         if cur.keep_best and self.is_main:
             best = self.best_record(stage)
             if best is None or acc >= best["val_accuracy"]:  # a tie goes to the later (longer trained) weights
@@ -419,15 +424,21 @@ class Trainer:
 
     def end_or_extend_stage(self, stage: int, epoch: int) -> None:
         """At the end of a stage's last epoch: end the stage, or, for a latent stage whose stop rule has not held
-        while the run has ``curriculum.overtime_epochs`` left, train one more epoch of it. The validation that
-        decides is the one that ends a stage, so a stage that ends here ends exactly as without overtime."""
+        while the run has ``curriculum.overtime_epochs`` left, train one more epoch of it, if its validation here is
+        within ``curriculum.overtime_within`` of its best (a plateau, not a fall). The validation that decides is
+        the one that ends a stage, so a stage that ends here ends exactly as without overtime."""
         cur = self.config.curriculum
         if stage == 0 or cur.stop_at is None or self.pos.overtime >= cur.overtime_epochs:
             self.end_stage(stage, validated=False)
             return
         self.pos.epoch = epoch  # the validation belongs to the epoch just trained (select counts its epochs)
         self.last_validation = self.validate(stage)
-        if self.select(stage, self.last_validation, epoch_complete=True):
+        done = self.select(stage, self.last_validation, epoch_complete=True)
+        fallen = self.fallen_from_best()
+        if done or fallen:
+            if fallen:
+                self.log(f"stage {stage}: validation {100 * fallen[0]:.1f}% at the end of epoch {epoch + 1}, more "
+                         f"than curriculum.overtime_within below its best {100 * fallen[1]:.1f}%: no overtime")
             self.pos.epoch = epoch + 1
             self.end_stage(stage, validated=True)
             return
@@ -435,6 +446,14 @@ class Trainer:
         self.pos.batch, self.pos.in_overtime = 0, True
         self.log(f"stage {stage}: its stop rule has not held by the end of epoch {epoch + 1}: overtime epoch "
                  f"{self.pos.overtime} of the run's {cur.overtime_epochs}")
+
+    def fallen_from_best(self) -> tuple[float, float] | None:
+        """(last, best) validation accuracy of the stage when the last one lies more than
+        ``curriculum.overtime_within`` below the best (the same on every rank: ``select`` broadcast it); else None."""
+        last, best = self.last_accuracy, self.pos.stage_best
+        if last is None or best is None or best - last <= self.config.curriculum.overtime_within + 1e-9:
+            return None
+        return last, best
 
     def end_stage(self, stage: int, validated: bool) -> None:
         """Validate the stage's last weights (unless ``validated`` at this step already), under
@@ -456,7 +475,7 @@ class Trainer:
                          f"{100 * best['val_accuracy']:.1f}%{last})")
                 self.write_metrics({"step": self.pos.step, "stage": stage, "selected_step": best["step"],
                                     "val_accuracy": best["val_accuracy"]})
-        self.pos.streak = 0  # the next stage counts its own validations
+        self.pos.streak, self.pos.stage_best = 0, None  # the next stage counts its own validations
         self.save(f"stage-{stage}-end")
 
     # ------------------------------------------------------------------------------------------ validate

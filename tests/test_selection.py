@@ -171,6 +171,17 @@ def test_a_one_epoch_stage_whose_rule_holds_at_its_end_takes_no_overtime(synth_v
     assert not any("overtime" in r for r in loss_rows(out))
 
 
+@pytest.mark.parametrize("within", [0.05, 0.6])
+def test_overtime_only_for_a_stage_near_its_best(synth_val, tmp_path, monkeypatch, within):
+    # stage 1 (steps 25-72) validates 80% at 40, then falls to 30%: 50 points below its best at its end (72)
+    scripted(monkeypatch, {40: 0.8, 48: 0.3, 56: 0.3, 64: 0.3, 72: 0.3})
+    out = tmp_path / "run"
+    Trainer(config(synth_val, out, stop_at=0.9, overtime_epochs=1, overtime_within=within, keep_best=True)).run()
+    extended = any("overtime" in r for r in loss_rows(out))
+    assert extended is (within == 0.6)  # a fall of 50 points: overtime only when 60 points are allowed
+    assert checkpoint_tags(out)["stage-1-end"] == (96 if extended else 72)
+
+
 def test_overtime_resumes_where_it_was_cut(synth_val, tmp_path, monkeypatch):
     accuracies = {80: 0.95, 88: 0.95}
     scripted(monkeypatch, accuracies)
@@ -192,6 +203,8 @@ def test_overtime_resumes_where_it_was_cut(synth_val, tmp_path, monkeypatch):
 def test_overtime_needs_a_stop_rule_and_a_constant_schedule(synth_val, tmp_path):
     with pytest.raises(ValueError, match="overtime_epochs .* needs curriculum.stop_at"):
         config(synth_val, tmp_path / "bad", overtime_epochs=1)
+    with pytest.raises(ValueError, match="overtime_within must be in"):
+        config(synth_val, tmp_path / "bad", stop_at=0.9, overtime_epochs=1, overtime_within=1.5)
     with pytest.raises(ValueError, match="overtime_epochs must be >= 0"):
         config(synth_val, tmp_path / "bad", stop_at=0.9, overtime_epochs=-1)
     cfg = config(synth_val, tmp_path / "bad", stop_at=0.9, overtime_epochs=1).to_dict()
