@@ -70,6 +70,18 @@ def test_stage0_validates_on_a_prefix_of_the_latent_stages_validation(tmp_path):
     assert train_config(replace(recipe, cot_n_val=0), tmp_path, tmp_path / "c", "qwen2-vl", 0, "cot").data.val_size == 50
 
 
+def test_overtime_goes_to_the_latent_stages_only(tmp_path):
+    """The recipe's overtime reaches the latent run's config, not stage 0's (which has its own cot_epochs)."""
+    from dataclasses import replace
+
+    from ivtlr.commands.demo import RECIPES, train_config
+
+    recipe = replace(RECIPES["full"], overtime_epochs=3, overtime_within=0.1)
+    latent = train_config(recipe, tmp_path, tmp_path / "ivtlr", "qwen2-vl", 0, "latent", tmp_path).curriculum
+    cot = train_config(recipe, tmp_path, tmp_path / "cot", "qwen2-vl", 0, "cot").curriculum
+    assert (latent.overtime_epochs, latent.overtime_within) == (3, 0.1) and cot.overtime_epochs == 0
+
+
 def test_authors_setting_overrides_the_recipe(tmp_path):
     from ivtlr.commands.demo import RECIPES, train_config
 

@@ -104,6 +104,8 @@ class DemoRecipe:
     overtime_epochs: int = 0
     """Extra epochs, at most this many in all, for latent stages whose stop rule has not held by the end of their
     planned epochs (``curriculum.overtime_epochs``)."""
+    overtime_within: float = 0.05
+    """Overtime only while the stage's validation is within this of its best (``curriculum.overtime_within``)."""
     cot_stop_after: int = 0
     """Stage 0 is selected by validation too: ``cot_epochs`` become a maximum, and stage 0 ends at the first
     validation at ``stop_at`` after this many epochs (``curriculum.stop_after``), with its best weights under
@@ -156,7 +158,8 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
         if recipe.n_val and recipe.val_every:
             cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.n_val)
             cur.update(stop_at=recipe.stop_at or None, keep_best=recipe.keep_best, stop_patience=recipe.stop_patience,
-                       overtime_epochs=recipe.overtime_epochs if recipe.stop_at else 0)
+                       overtime_epochs=recipe.overtime_epochs if recipe.stop_at else 0,
+                       overtime_within=recipe.overtime_within)
     else:
         cur.update(no_cot=True, epochs_per_stage=recipe.nocot_epochs)
     cfg.curriculum = replace(cfg.curriculum, **cur)
