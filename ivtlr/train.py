@@ -386,10 +386,11 @@ class Trainer:
             return None
         return {"step": read_meta(path)["step"], "val_accuracy": load_trainer_state(path)["val_accuracy"]}
 
-    def select(self, stage: int, record: dict | None, epoch_complete: bool = False) -> bool:
+    def select(self, stage: int, record: dict | None, finished_epoch: int | None = None) -> bool:
         """Model selection after a validation (every rank calls it; rank 0's record decides): remember the
         stage's best weights (``curriculum.keep_best``) and say whether the stage is done (``curriculum.stop_at``).
-        ``epoch_complete``: the validation follows the last step of epoch ``pos.epoch``, which then counts as done."""
+        ``finished_epoch``: the validation follows that epoch's last step (it counts as done); else it lies inside
+        epoch ``pos.epoch``."""
         from accelerate.utils import broadcast_object_list
 
         cur = self.config.curriculum
@@ -410,8 +411,9 @@ class Trainer:
         if cur.stop_at is None:
             return False
         self.pos.streak = self.pos.streak + 1 if acc >= cur.stop_at else 0
-        # epochs of the stage done: those before pos.epoch, and pos.epoch itself once complete or in overtime
-        done = cur.epochs_into_stage(self.pos.epoch) + (epoch_complete or self.pos.in_overtime)
+        # epochs of the stage done: those before the validated epoch, and that epoch once finished or in overtime
+        epoch = self.pos.epoch if finished_epoch is None else finished_epoch
+        done = cur.epochs_into_stage(epoch) + (finished_epoch is not None or self.pos.in_overtime)
         if self.pos.streak >= cur.stop_patience and done >= cur.stop_after:
             # never within a stage's first stop_after epochs: a stage cut short in its first epoch leaves the next
             # one unable to learn
@@ -431,19 +433,17 @@ class Trainer:
         if stage == 0 or cur.stop_at is None or self.pos.overtime >= cur.overtime_epochs:
             self.end_stage(stage, validated=False)
             return
-        self.pos.epoch = epoch  # the validation belongs to the epoch just trained (select counts its epochs)
         self.last_validation = self.validate(stage)
-        done = self.select(stage, self.last_validation, epoch_complete=True)
+        done = self.select(stage, self.last_validation, finished_epoch=epoch)
         fallen = self.fallen_from_best()
         if done or fallen:
             if fallen:
                 self.log(f"stage {stage}: validation {100 * fallen[0]:.1f}% at the end of epoch {epoch + 1}, more "
                          f"than curriculum.overtime_within below its best {100 * fallen[1]:.1f}%: no overtime")
-            self.pos.epoch = epoch + 1
             self.end_stage(stage, validated=True)
             return
         self.pos.overtime += 1
-        self.pos.batch, self.pos.in_overtime = 0, True
+        self.pos.epoch, self.pos.batch, self.pos.in_overtime = epoch, 0, True  # the same epoch index again
         self.log(f"stage {stage}: its stop rule has not held by the end of epoch {epoch + 1}: overtime epoch "
                  f"{self.pos.overtime} of the run's {cur.overtime_epochs}")
 

@@ -39,7 +39,7 @@ import torch
 from ..analyze import AnalysisInputs, INTERVENTIONS, run_analysis, write_analysis
 from ..checkpoint import stage_checkpoints
 from ..backbones import BACKBONES
-from ..config import TrainConfig
+from ..config import CurriculumConfig, TrainConfig
 from ..engine import LatentConfig
 from ..data.synth import generate
 from ..data.synth.config import STEP_STYLES, SynthConfig
@@ -104,7 +104,7 @@ class DemoRecipe:
     overtime_epochs: int = 0
     """Extra epochs, at most this many in all, for latent stages whose stop rule has not held by the end of their
     planned epochs (``curriculum.overtime_epochs``)."""
-    overtime_within: float = 0.05
+    overtime_within: float = CurriculumConfig.overtime_within
     """Overtime only while the stage's validation is within this of its best (``curriculum.overtime_within``)."""
     cot_stop_after: int = 0
     """Stage 0 is selected by validation too: ``cot_epochs`` become a maximum, and stage 0 ends at the first

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..analyze import format_markdown
+from ..config import CurriculumConfig
 from ..engine import LatentConfig
 
 #: the authors' latent semantics (detach, raw fed-back states, [z_t, h_t]): LatentConfig's defaults
@@ -180,7 +181,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
            + (f", a stage ends after its first epoch {ends or f'at {stop}'}" if recipe.get('stop_at') else "")
            + (", each stage keeps its best-validated weights" if recipe.get('keep_best') else "")
            + (f"; a latent stage whose rule has not held by the end of its epochs trains one more epoch at a time "
-              f"while its validation is within {100 * recipe.get('overtime_within', 0.05):.0f} points of its best, "
+              f"while its validation is within {100 * recipe.get('overtime_within', CurriculumConfig.overtime_within):.0f} points of its best, "
               f"at most {recipe['overtime_epochs']} in all" if recipe.get('overtime_epochs') and recipe.get('stop_at')
               else "") + ")"
            if recipe.get('n_val') and recipe.get('val_every') else "")
