@@ -37,6 +37,23 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert row[0] == f"| {meta['seed']}" and row[3] == f"{100 * results['ivtlr']['accuracy']['official_az']:.1f}"
     assert row[-1] == f"{sum(ok for _, ok, _ in targets(results, meta))} of {len(targets(results, meta))} |"
 
+    # the demo validates, evaluates and analyses in batches of eval_batch_size, for speed only: on its trained
+    # model a batch gives every question the answer and the selections it gets alone
+    from ivtlr.checkpoint import stage_checkpoints
+    from ivtlr.commands.demo import RECIPES
+    from ivtlr.curriculum import encode_example
+    from ivtlr.evaluate import predict
+    from ivtlr.inference import load_inference
+
+    recipe = RECIPES["quick"]
+    assert recipe.eval_batch_size == RECIPES["full"].eval_batch_size > 1
+    inf = load_inference(stage_checkpoints(out / "ivtlr")[recipe.max_latent_stage])
+    questions = [encode_example(inf.task, inf.encoder, ex, inf.tokens.image)
+                 for ex in inf.task.load(str(out / "data"), "test")]
+    batched = predict(inf.engine, inf.encoder, questions, recipe.max_latent_stage, 16, recipe.eval_batch_size)
+    alone = predict(inf.engine, inf.encoder, questions, recipe.max_latent_stage, 16, 1)
+    assert [(r.output, r.selected) for r in batched] == [(r.output, r.selected) for r in alone]
+
 
 def test_demo_config_file_is_generated_from_the_recipe(tmp_path):
     """configs/demo-cpu.yaml is `ivtlr demo --print-config`: the recipe is the one source of truth."""

@@ -106,6 +106,10 @@ class DemoRecipe:
     planned epochs (``curriculum.overtime_epochs``)."""
     overtime_within: float = CurriculumConfig.overtime_within
     """Overtime only while the stage's validation is within this of its best (``curriculum.overtime_within``)."""
+    eval_batch_size: int = 64
+    """Generation batch of the validations, the test evaluation and the diagnostics: a speed knob only (a batch
+    predicts what its questions predict one by one: tests/test_engine.py, and tests/test_demo.py on a trained
+    demo model)."""
     cot_stop_after: int = 0
     """Stage 0 is selected by validation too: ``cot_epochs`` become a maximum, and stage 0 ends at the first
     validation at ``stop_at`` after this many epochs (``curriculum.stop_after``), with its best weights under
@@ -166,7 +170,7 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     cfg.optim = replace(cfg.optim, lr=recipe.lr, batch_size=recipe.batch_size, schedule=recipe.schedule,
                         warmup_steps=recipe.warmup_steps, seed=seed)
     cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=phase != "nocot",
-                      val_every=recipe.val_every if cfg.data.val_size else 0)
+                      val_every=recipe.val_every if cfg.data.val_size else 0, eval_batch_size=recipe.eval_batch_size)
     cfg.latent = replace(cfg.latent, **{"k": recipe.k, "latent_grad": recipe.latent_grad,
                                         "feedback_norm": recipe.feedback_norm, "order": recipe.order, **latent})
     return cfg
@@ -503,7 +507,7 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
                    **{f"stage_{s}": p for s, p in stages.items()}}
     if recipe.authors:
         checkpoints["authors"] = stage_checkpoints(out / "authors")[recipe.max_latent_stage]
-    ev = Evaluator(checkpoints, data, recipe.n_test)
+    ev = Evaluator(checkpoints, data, recipe.n_test, batch_size=recipe.eval_batch_size)
     for row in demo_rows(recipe):
         ev.run(row)
     print(f"  timing: {ev.latency_rounds} batch-1 rounds, every mode in turn on each block of "
@@ -515,7 +519,8 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
 
     train = list(get_task("synth").load(str(data), "train"))[:1000]
     analysis = run_analysis(AnalysisInputs(final, ev.examples, train, recipe.max_latent_stage,
-                                           cot=ev.inference("stage0")), progress=lambda m: print("  " + m, flush=True))
+                                           cot=ev.inference("stage0"), batch_size=recipe.eval_batch_size),
+                            progress=lambda m: print("  " + m, flush=True))
     write_analysis(out / "analysis", analysis)
     wall = time.perf_counter() - t_start
     if eval_only:  # the training of the earlier run plus this evaluation
