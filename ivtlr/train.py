@@ -419,8 +419,8 @@ class Trainer:
             # one unable to learn
             row = f" ({self.pos.streak} validations in a row)" if cur.stop_patience > 1 else ""
             self.log(f"stage {stage}: validation accuracy {100 * acc:.1f}% >= curriculum.stop_at "
-                     f"{100 * cur.stop_at:.1f}%{row} after {cur.stop_after} epoch(s) of the stage, the stage ends at "
-                     f"step {self.pos.step}")
+                     f"{100 * cur.stop_at:.1f}%{row}, at least {cur.stop_after} epoch(s) into the stage: the stage "
+                     f"ends at step {self.pos.step}")
             return True
         return False
 
