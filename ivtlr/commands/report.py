@@ -156,6 +156,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
     trainings = ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in t.items())
     patience, stop = recipe.get("stop_patience", 1), f"{100 * (recipe.get('stop_at') or 0):.0f}%"
     ends = f"once {patience} validations in a row reach {stop}" if patience > 1 else None  # curriculum.stop_patience
+    within = f"{100 * recipe.get('overtime_within', CurriculumConfig.overtime_within):.0f} points"
     lines = [
         f"# IVT-LR demo report ({meta['label']})",
         "",
@@ -181,7 +182,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
            + (f", a stage ends after its first epoch {ends or f'at {stop}'}" if recipe.get('stop_at') else "")
            + (", each stage keeps its best-validated weights" if recipe.get('keep_best') else "")
            + (f"; a latent stage whose rule has not held by the end of its epochs trains one more epoch at a time "
-              f"while its validation is within {100 * recipe.get('overtime_within', CurriculumConfig.overtime_within):.0f} points of its best, "
+              f"while its validation is within {within} of its best, "
               f"at most {recipe['overtime_epochs']} in all" if recipe.get('overtime_epochs') and recipe.get('stop_at')
               else "") + ")"
            if recipe.get('n_val') and recipe.get('val_every') else "")
