@@ -281,6 +281,10 @@ class RunConfig:
     progress: bool = True
     """Show a progress bar per stage."""
 
+    def __post_init__(self):
+        if self.eval_batch_size < 1 or self.val_max_new_tokens < 1 or self.val_every < 0:
+            raise ValueError("run: eval_batch_size >= 1, val_max_new_tokens >= 1, val_every >= 0")
+
 
 @dataclass
 class TrainConfig:

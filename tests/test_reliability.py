@@ -10,6 +10,7 @@ import errno
 import importlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -265,6 +266,16 @@ def test_bad_configs_are_one_line_naming_the_file_and_key(synth_dir, tmp_path, c
     _error(capsys, ["train", bad], "unknown key optim.learning_rate", "did you mean optim.lr")
     bad.write_text(yaml.safe_dump({"optimiser": {}}))
     _error(capsys, ["train", bad], "unknown section 'optimiser'", "did you mean optim")
+
+
+def test_bad_generation_settings_are_refused_before_anything_is_written(tmp_path, capsys):
+    """A validation batch of 0 once failed deep inside training (``range() arg 3 must not be zero``)."""
+    for flags in (["--eval-batch-size", "0"], ["--eval-batch-size", "-3"], ["--val-every", "-1"]):
+        _usage_error(capsys, ["demo", "--quick", "--out", tmp_path / "d", *flags], "run: eval_batch_size >= 1")
+    _usage_error(capsys, ["demo", "--quick", "--out", tmp_path / "d", "--batch-size", "0"], "optim: lr > 0")
+    _error(capsys, ["train", Path(__file__).parents[1] / "configs" / "demo-cpu.yaml", "--run.out_dir", tmp_path / "t",
+                    "--run.eval_batch_size", "0"], "run: eval_batch_size >= 1")
+    assert not any(tmp_path.iterdir())
 
 
 def test_missing_and_truncated_checkpoint_files(qwen_checkpoint, tmp_path, capsys):

@@ -40,7 +40,6 @@ from ..analyze import AnalysisInputs, INTERVENTIONS, run_analysis, write_analysi
 from ..checkpoint import stage_checkpoints
 from ..backbones import BACKBONES
 from ..config import CurriculumConfig, TrainConfig
-from ..engine import LatentConfig
 from ..data.synth import generate
 from ..data.synth.config import STEP_STYLES, SynthConfig
 from ..evaluate import blind, run_eval, time_batch1
@@ -400,9 +399,10 @@ def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe,
         overrides["hops"] = args.hops
         if args.step_per_read:
             overrides["step_per_read"] = True
-    try:  # the latent options and the benchmark's knobs are checked before anything is generated or trained
-        LatentConfig(k=recipe.k, latent_grad=recipe.latent_grad, feedback_norm=recipe.feedback_norm, order=recipe.order)
+    try:  # the benchmark's knobs and the trainings' configs are checked before anything is generated or trained
         SynthConfig(**recipe.synth)
+        for phase in ("cot", "latent", "nocot"):
+            train_config(recipe, Path("data"), Path("out"), "qwen2-vl", 0, phase)
     except ValueError as err:
         parser.error(str(err))
     return recipe, overrides
