@@ -77,6 +77,16 @@ def test_recipe_table_renders_any_number_of_stages():
                "analysis": {"interventions": {"h_zero": {"all": 0.1}, "vision_random": {"all": 0.5}}}}
     text = ex.render_tables([summary])
     assert "| `demo-hops3` | q | 100.0 / 99.0 / 100.0 / 50.0 | 2000 | 42.0 / 100 | - | 10.0 | 50.0 |" in text
+    assert "headline figures" not in text  # a summary without the demo's results has no headline row
+
+
+def test_demo_headline_table_lists_the_report_rows_and_wall_time():
+    summary = {"name": "demo-l3", "group": "demo", "question": "q", "commands": ["ivtlr demo --layers 3"],
+               "steps": 2000, "wall_seconds": 750, "validation": [], "stages": {"1": {"accuracy": 1.0}},
+               "demo": {"cot": 1.0, "ivtlr": 0.97, "nocot": 0.12, "no_latent_text": 0.1, "no_latent_vision": 0.4,
+                        "no_latent_part": 0.07, "random_patches": 0.97}}
+    text = ex.render_tables([summary])
+    assert "| `demo-l3` | 100.0 | 97.0 | 12.0 | 10.0 | 40.0 | 7.0 | 97.0 | 12.5 |" in text
 
 
 def test_latent_runs_evaluate_every_stage_they_train(monkeypatch):

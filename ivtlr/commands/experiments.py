@@ -131,6 +131,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
           "--hops", "3", "--step-per-read"),
     _demo("demo-hops4-per-read", "Questions of 4 hops (the longest chain of the 3x3 board), one step per read: 5 "
           "steps, 5 latent stages.", 0, "--hops", "4", "--step-per-read"),
+    _demo("demo-l3", "Model depth: a language model of 3 layers instead of the recipe's 4 (the recipe otherwise).",
+          0, "--layers", "3"),
+    _demo("demo-l6", "Model depth: 6 layers instead of 4.", 0, "--layers", "6"),
+    _demo("demo-h96", "Model width: hidden size 96 instead of 128 (4 heads of 24).", 0, "--hidden", "96"),
+    _demo("demo-h192", "Model width: hidden size 192 instead of 128 (4 heads of 48).", 0, "--hidden", "192"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
@@ -374,6 +379,18 @@ def render_tables(summaries: list[dict]) -> str:
                              if stage == last) or "-"  # 99.8 is not 100: a stage ends only at 100
             parts.append(f"| `{s['name']}` | {s['question']} | {stages} | {s['steps']} | {val} | "
                          + _analysis_cells(s, pct))
+        parts.append("")
+    demos = [s for s in summaries if s["group"] == "demo" and "demo" in s]
+    if demos:
+        rows = ("cot", "ivtlr", "nocot", "no_latent_text", "no_latent_vision", "no_latent_part", "random_patches")
+        parts += ["### Whole demos: the headline figures", "",
+                  "Test accuracy of each `demo-*` run's report (its headline judge), and its wall time on this "
+                  "machine.", "",
+                  "| experiment | CoT | IVT-LR | No-CoT | no latent text | no latent vision | no latent part | "
+                  "random patches | wall (min) |", "|---|---|---|---|---|---|---|---|---|"]
+        for s in demos:
+            parts.append(f"| `{s['name']}` | " + " | ".join(pct(s["demo"].get(r)) for r in rows)
+                         + f" | {s.get('wall_seconds', 0) / 60:.1f} |")
         parts.append("")
     parts += ["### Commands", ""]
     for s in summaries:
