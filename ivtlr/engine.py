@@ -63,6 +63,11 @@ class LatentConfig:
     initialised tiny model: about 11 against 0.2). embedding: h_t rescaled to the mean length of the input
     embedding matrix's rows (a constant of the model, no gradient through it), so a latent slot enters the
     residual stream at the scale of a token."""
+    state_dropout: float = 0.0
+    """Training only, outside the method (0 = the authors). The probability that a fed-back state h_t is replaced
+    by zeros, drawn per sample and latent step from torch's random generator: a regulariser that takes the state's
+    shortcut away now and then, so that the next latent step has to read what the previous one found from the
+    re-inserted image tokens instead (measured in docs/latent-reasoning.md). Inference never drops a state."""
     use_cache: bool = True
     """False: recompute the whole sequence on every pass (the authors' schedule; needed with layer checkpointing)."""
     decode: Literal["eager", "compiled"] = "eager"
@@ -75,6 +80,8 @@ class LatentConfig:
     def __post_init__(self):
         if self.k < 0:
             raise ValueError(f"k must be >= 0, got {self.k}")
+        if not 0.0 <= self.state_dropout < 1.0:
+            raise ValueError(f"state_dropout must be in [0, 1), got {self.state_dropout}")
         for name, allowed in (
             ("positions", ("sequential", "mrope")),
             ("latent_grad", ("detach", "full")),
@@ -429,6 +436,9 @@ class LatentEngine:
             with torch.no_grad():
                 target = self.backbone.embedding.weight.float().norm(dim=-1).mean()  # a constant of the model
             h = h * (target / h.float().norm(dim=-1, keepdim=True).clamp(min=1e-6)).to(h.dtype)
+        if self.config.state_dropout and self.backbone.hf.training and torch.is_grad_enabled():
+            drop = torch.rand(B, 1, device=h.device) < self.config.state_dropout
+            h = h.masked_fill(drop, 0.0)
         if intervention is not None and intervention.state and intervention.applies(t):
             if intervention.state == "zero":
                 h = torch.zeros_like(h)

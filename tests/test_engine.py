@@ -352,3 +352,28 @@ def test_matmul_patch_embedding_equals_the_convolution(kit):
         assert all(torch.equal(v, bb.hf.state_dict()[k]) for k, v in before_state.items())
         wide = torch.randn(1, proj.in_channels, 2, 28, 28)  # two by two patches: the convolution itself
         assert torch.equal(proj(wide), torch.nn.functional.conv3d(wide, proj.weight, proj.bias, proj.stride))
+
+
+# ------------------------------------------------------------------------------ state dropout (training only)
+def test_state_dropout_zeroes_states_only_in_training():
+    kit = KITS["qwen2-vl"]
+    bb = kit.backbone()
+    eng = engine(bb, state_dropout=0.5)
+    h = torch.randn(4000, bb.embedding.weight.shape[1]) + 1.0  # no row is zero by chance
+    torch.manual_seed(0)
+    bb.hf.train()
+    out = eng._feedback(h, 1, None)
+    dropped = (out == 0).all(-1)
+    assert 0.45 < dropped.float().mean() < 0.55  # each sample's state dropped with probability 0.5
+    assert torch.equal(out[~dropped], h[~dropped])  # the others pass unchanged
+    with torch.no_grad():  # validation inside a training run
+        assert torch.equal(eng._feedback(h, 1, None), h)
+    bb.hf.eval()
+    assert torch.equal(eng._feedback(h, 1, None), h)
+    assert torch.equal(engine(bb)._feedback(h, 1, None), h)  # the default drops nothing
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
+def test_state_dropout_out_of_range_is_refused(p):
+    with pytest.raises(ValueError, match="state_dropout"):
+        LatentConfig(state_dropout=p)

@@ -147,6 +147,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
             **{"optim.lr": 5e-4}),
     _recipe("rec-nomix", "No stage mixing (the authors' curriculum: every sample of stage s has s latent steps).",
             **{"curriculum.stage_mix_prob": 0.0}),
+    _recipe("rec-state-drop", "Fed-back states dropped (zeroed) for half the samples at each latent step in "
+            "training (latent.state_dropout 0.5, outside the method): does the next step then read the re-inserted "
+            "image tokens, so that random patches hurt?", **{"latent.state_dropout": 0.5}),
     _recipe("rec-full", "The full gradient through the latent chain instead of the authors' detached states.",
             **{"latent.latent_grad": "full"}),
 ]}
