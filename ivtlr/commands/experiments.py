@@ -136,6 +136,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _demo("demo-l6", "Model depth: 6 layers instead of 4.", 0, "--layers", "6"),
     _demo("demo-h96", "Model width: hidden size 96 instead of 128 (4 heads of 24).", 0, "--hidden", "96"),
     _demo("demo-h192", "Model width: hidden size 192 instead of 128 (4 heads of 48).", 0, "--hidden", "192"),
+    _demo("demo-h96-s6", "Hidden size 96 on seed 6, the longest run of the default recipe (18.6 min: every epoch "
+          "cap and both overtime epochs): is the narrower model faster where it matters?", 6, "--hidden", "96"),
+    _demo("demo-h96-s10", "Hidden size 96 on seed 10 (the recipe's run: 17.1 min, stage 0 to its 6th epoch).", 10,
+          "--hidden", "96"),
+    _demo("demo-h96-s14", "Hidden size 96 on seed 14 (the recipe's run: 19.1 min, in a slow hour of the machine).",
+          14, "--hidden", "96"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
