@@ -366,12 +366,15 @@ class LatentEngine:
         return _Layout(p, n, image_pos, rest_ids, rest_mask, rest_labels)
 
     # ------------------------------------------------------------------------------------- latent passes
+    def _training(self) -> bool:
+        """A training forward: the model in train mode with gradients on (not a validation inside a training run)."""
+        return self.backbone.hf.training and torch.is_grad_enabled()
+
     def _caching(self) -> bool:
         """The KV cache, unless layer checkpointing runs in training: it drops the cache, so the engine recomputes
         the prefix per pass instead (the same loss and gradients; tests/test_engine.py)."""
-        hf = self.backbone.hf
-        return self.config.use_cache and not (hf.training and torch.is_grad_enabled()
-                                              and getattr(hf, "is_activation_checkpointing", False))
+        return self.config.use_cache and not (self._training()
+                                              and getattr(self.backbone.hf, "is_activation_checkpointing", False))
 
     def _prefill(self, batch: LatentBatch, layout: _Layout, attention: bool = False, max_len: int | None = None
                  ) -> tuple[_Sequence, torch.Tensor, torch.Tensor | None]:
@@ -436,7 +439,7 @@ class LatentEngine:
             with torch.no_grad():
                 target = self.backbone.embedding.weight.float().norm(dim=-1).mean()  # a constant of the model
             h = h * (target / h.float().norm(dim=-1, keepdim=True).clamp(min=1e-6)).to(h.dtype)
-        if self.config.state_dropout and self.backbone.hf.training and torch.is_grad_enabled():
+        if self.config.state_dropout and self._training():
             drop = torch.rand(B, 1, device=h.device) < self.config.state_dropout
             h = h.masked_fill(drop, 0.0)
         if intervention is not None and intervention.state and intervention.applies(t):
