@@ -129,7 +129,7 @@ class DemoRecipe:
 SYNTH = dict(fixed_options=True, step_style="pairs", palette="wheel", dot_style="quadrant", kinds=("dot-colour",),
              answer_lead=True)
 RECIPES = {
-    "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=96,
+    "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(2, 2, 5), synth=SYNTH,
                        n_val=600, cot_n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True,
                        cot_stop_after=4, overtime_epochs=2),
