@@ -4,6 +4,7 @@ stage-0 experiment, and the docs page renders from summaries."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,15 @@ def test_latent_runs_evaluate_every_stage_they_train(monkeypatch):
     assert "checkpoint rec-pr 4)" in cmds[-1] and cmds[-1].startswith("ivtlr analyze")
     assert ex.latent_stages(ex.Experiment("x", "latent", "q", latent_from="s0-demo",
                                           train={"curriculum.max_latent_stage": 2})) == 2
+
+
+def test_published_records_name_the_registry_commands():
+    """Each docs/experiments record quotes the commands that the registry gives now: a change of a default that an
+    experiment relied on (the demo's width, 128 until the hidden-96 runs) is named in its flags, not left stale."""
+    records = sorted((Path(__file__).parents[1] / ex.DOCS).glob("*.json"))
+    assert records, "docs/experiments has the published records"
+    for path in records:
+        record = json.loads(path.read_text())
+        e = ex.EXPERIMENTS[record["name"]]
+        assert record["commands"] == [ex._shell(c) for c in ex.commands(e)], path.name
+        assert record["question"] == e.question, path.name

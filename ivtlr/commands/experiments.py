@@ -136,6 +136,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _demo("demo-l6", "Model depth: 6 layers instead of 4.", 0, "--layers", "6"),
     _demo("demo-h96", "Model width: hidden size 96 instead of 128 (4 heads of 24).", 0, "--hidden", "96"),
     _demo("demo-h192", "Model width: hidden size 192 instead of 128 (4 heads of 48).", 0, "--hidden", "192"),
+    *(_demo(f"demo-h96-s{seed}", f"Hidden size 96 on seed {seed} (run as `ivtlr demo --seed {seed}` from a clean "
+            "clone of commit 29a628b, which made 96 the default: the same configuration as this command).", seed,
+            "--hidden", "96") for seed in (1, 2, 3, 4, 5)),
     _demo("demo-h96-s6", "Hidden size 96 on seed 6, the longest run of the default recipe (18.6 min: every epoch "
           "cap and both overtime epochs): is the narrower model faster where it matters?", 6, "--hidden", "96"),
     _demo("demo-h96-s10", "Hidden size 96 on seed 10 (the recipe's run: 17.1 min, stage 0 to its 6th epoch).", 10,
