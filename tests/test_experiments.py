@@ -107,8 +107,9 @@ def test_latent_runs_evaluate_every_stage_they_train(monkeypatch):
 
 
 def test_published_records_name_the_registry_commands():
-    """Each docs/experiments record quotes the commands that the registry gives now: a change of a default that an
-    experiment relied on (the demo's width, 128 until the hidden-96 runs) is named in its flags, not left stale."""
+    """Each docs/experiments record quotes the commands and question that the registry gives now, so a record
+    cannot drift from the command that repeats it (a changed default that an experiment relied on must then be
+    named in that experiment's flags)."""
     records = sorted((Path(__file__).parents[1] / ex.DOCS).glob("*.json"))
     assert records, "docs/experiments has the published records"
     for path in records:
