@@ -115,5 +115,5 @@ def test_published_records_name_the_registry_commands():
     for path in records:
         record = json.loads(path.read_text())
         e = ex.EXPERIMENTS[record["name"]]
-        assert record["commands"] == [ex._shell(c) for c in ex.commands(e)], path.name
+        assert record["commands"] == ex.shell_commands(e), path.name
         assert record["question"] == e.question, path.name

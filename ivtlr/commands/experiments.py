@@ -252,6 +252,11 @@ def _shell(cmd: list[str]) -> str:
     return " ".join(c if c.startswith("$(") else shlex.quote(c) for c in cmd)
 
 
+def shell_commands(exp: Experiment) -> list[str]:
+    """``commands(exp)`` as the shell lines its record and its docs entry quote."""
+    return [_shell(c) for c in commands(exp)]
+
+
 def run_experiment(exp: Experiment, threads: int = 1) -> dict:
     """Run one experiment's commands (skipping finished ones) and write its summary JSON."""
     run = ROOT / exp.name
@@ -298,7 +303,7 @@ def summarise(exp: Experiment) -> dict:
     latent_run = run / "demo" / "ivtlr" if exp.group == "demo" else run / "run"
     rows = [json.loads(line) for line in (latent_run / "metrics.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss" in r]
-    out = {"name": exp.name, "group": exp.group, "question": exp.question, "commands": [_shell(c) for c in commands(exp)],
+    out = {"name": exp.name, "group": exp.group, "question": exp.question, "commands": shell_commands(exp),
            "steps": len(losses), "final_loss": sum(r["loss"] for r in losses[-50:]) / max(1, len(losses[-50:])),
            "validation": [[r["step"], r["stage"], r["val_accuracy"]] for r in rows if "val_accuracy" in r]}
     if exp.group == "demo":
