@@ -30,7 +30,7 @@ import torch
 from .batching import collate
 from .curriculum import encode_example, inference_sample
 from .engine import Intervention
-from .evaluate import predict, score_predictions, step_exact_match
+from .evaluate import predict, predict_runs, score_predictions, step_exact_match
 
 #: name -> the intervention (applied per latent step and at all steps)
 INTERVENTIONS: dict[str, Intervention] = {
@@ -243,10 +243,21 @@ def run_analysis(inputs: AnalysisInputs, progress=print) -> dict:
     inf, n = inputs.inference, inputs.n_latents
     task = inf.task
     test_enc, train_enc = _encode(inf, inputs.test), _encode(inf, inputs.train)
-    run = lambda enc, iv=None, new=inputs.max_new_tokens: predict(  # noqa: E731
-        inf.engine, inf.encoder, enc, n, new, inputs.batch_size, intervention=iv, keep_states=iv is None)
-    progress(f"analyze: {len(inputs.test)} test questions, {n} latent steps, K = {inf.engine.config.k_effective}")
-    base = run(test_enc)
+    run = lambda enc, new=inputs.max_new_tokens: predict(  # noqa: E731
+        inf.engine, inf.encoder, enc, n, new, inputs.batch_size, keep_states=True)
+    k = inf.engine.config.k_effective
+    # the model as it is, then each intervention at each latent step and at all of them: one prompt pass per batch
+    runs: dict[str, Intervention | None] = {"base": None}
+    for name, iv in INTERVENTIONS.items() if n > 0 else ():
+        if iv.vision and not k:
+            continue
+        for steps in [(t,) for t in range(1, n + 1)] + [None]:
+            runs[f"{name}/{'all' if steps is None else steps[0]}"] = Intervention(iv.state, iv.vision, steps, iv.seed)
+    progress(f"analyze: {len(inputs.test)} test questions, {n} latent steps, K = {k}"
+             + (f"; {len(runs) - 1} intervention runs on each batch's prompt pass" if len(runs) > 1 else ""))
+    records = predict_runs(inf.engine, inf.encoder, test_enc, n, inputs.max_new_tokens, runs, inputs.batch_size,
+                           keep_states=True)
+    base = records.pop("base")
     result: dict = {"n_test": len(inputs.test), "n_train": len(inputs.train), "n_latents": n,
                     "k": inf.engine.config.k_effective, "latent": vars(inf.engine.config).copy(),
                     "accuracy": _accuracy(inf, inputs.test, base),
@@ -266,17 +277,11 @@ def run_analysis(inputs: AnalysisInputs, progress=print) -> dict:
     if inputs.cot is not None:
         progress("analyze: chain-of-thought model, exact match per written step")
         result["cot"] = cot_step_match(inputs.cot, inputs.test, inputs.batch_size, inputs.cot_max_new_tokens)
-    if n > 0:
-        progress("analyze: interventions")
+    if records:
         result["interventions"] = {}
-        for name, iv in INTERVENTIONS.items():
-            if iv.vision and not inf.engine.config.k_effective:
-                continue
-            per = {}
-            for steps in [(t,) for t in range(1, n + 1)] + [None]:
-                records = run(test_enc, Intervention(iv.state, iv.vision, steps, iv.seed))
-                per["all" if steps is None else str(steps[0])] = _accuracy(inf, inputs.test, records)
-            result["interventions"][name] = per
+        for key, recs in records.items():
+            name, steps = key.split("/")
+            result["interventions"].setdefault(name, {})[steps] = _accuracy(inf, inputs.test, recs)
     if n > 0:
         progress("analyze: attention per step (vision/text ratio, focus)")
         result["attention"] = {"latent": attention_profile(inf, test_enc, n, inputs.batch_size, inputs.max_new_tokens)}

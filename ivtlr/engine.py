@@ -24,6 +24,7 @@ This module knows nothing about any particular model: everything model-specific 
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
@@ -237,7 +238,7 @@ class _Sequence:
         # the capture computes the last row in every layer only while a recorder is active
         with record_last_row() if record else nullcontext() as rows:
             hidden, self.cache = self.backbone.run(run_embeds, run_pos, mask, self.cache)
-        scores = mean_last_row(rows) if record else None
+        scores = mean_last_row(rows)[:, :self.mask.shape[1]] if record else None  # a static cache: its filled part
         hidden = hidden[:, -embeds.shape[1]:]
         # bookkeeping: next positions, and the hidden state at each sample's last real token
         real = chunk_mask.bool()
@@ -251,6 +252,14 @@ class _Sequence:
             top = positions.amax(0).masked_fill(~real, -1).amax(1) + 1  # (B,)
             self.next_pos = torch.where(has_real, top, self.next_pos) if self.next_pos is not None else top
         return hidden, scores
+
+    def fork(self) -> "_Sequence":
+        """An independent copy to continue from: later passes extend the copy's KV cache (or, on a static cache,
+        write into it) and leave this one as it is."""
+        twin = copy.copy(self)
+        twin.cache = copy.deepcopy(self.cache)
+        twin.history = list(self.history)
+        return twin
 
     def _model_mask(self) -> torch.Tensor:
         """The attention mask the model gets: the sequence's, or on a static cache its full (B, max_len) shape."""
@@ -285,6 +294,31 @@ class _Sequence:
         self.last_hidden = torch.where(real[:, None], hidden[:, 0], self.last_hidden)
         self.next_pos = self.next_pos + real.long()
         return hidden
+
+
+@dataclass
+class Prefix:
+    """A batch's prompt, run once (``LatentEngine.prefill``). ``generate(batch, prefix=...)`` continues a copy of
+    it instead of running the prompt again, so that several runs of one batch (the analysis' interventions) share
+    one vision tower and prompt pass: the same outputs as a ``generate`` that runs its own prompt."""
+
+    input_ids: torch.Tensor  # the batch it belongs to
+    max_len: int | None  # the static cache's size (decode="compiled"), which depends on the decoding budget
+    seq: _Sequence
+    embeds: torch.Tensor
+    scores: torch.Tensor | None  # the prompt's last-row attention, when the first latent step needs it
+
+    def resume(self, batch: LatentBatch, max_len: int | None, needs_scores: bool):
+        """(a copy of the sequence, the embeddings, the scores) for a run of ``batch``. Raises ValueError for a
+        prefix of another batch, decoding budget or attention setting."""
+        if self.input_ids.shape != batch.input_ids.shape or not torch.equal(self.input_ids, batch.input_ids):
+            raise ValueError("the prefix was made from another batch (prefill the batch that generate gets)")
+        if self.max_len != max_len:
+            raise ValueError(f"the prefix's static cache holds {self.max_len} positions, this run needs {max_len} "
+                             "(prefill with the same max_new_tokens)")
+        if needs_scores and self.scores is None:
+            raise ValueError("the prefix kept no attention row (prefill with attention=True)")
+        return self.seq.fork(), self.embeds, self.scores
 
 
 class LatentEngine:
@@ -475,19 +509,28 @@ class LatentEngine:
         vision = torch.tensor(flags, device=embeds.device)[None].expand(B, -1)
         return chunk, active[:, None].expand(B, chunk.shape[1]), vision
 
+    def _static_len(self, layout: _Layout, new_tokens: int | None) -> int | None:
+        """The static cache's size under ``decode="compiled"`` (prompt, latent passes, rest and the decoding
+        budget ``new_tokens``); None for a growing cache."""
+        if self.config.decode != "compiled" or new_tokens is None:
+            return None
+        return layout.p + layout.n_max * (self.config.k_effective + 1) + layout.rest_ids.shape[1] + new_tokens
+
     def _run_latents(self, batch: LatentBatch, intervention: Intervention | None = None,
-                     attention: list[torch.Tensor] | None = None, new_tokens: int | None = None):
-        """Prefill and all latent steps but the last chunk, which is returned unrun (it is run together with the
-        rest). Returns (seq, layout, pending (chunk, mask, vision flags) or None, selections, raw fed-back states).
-        ``attention``: a list that receives each latent step's (B, 2) ``attention_measures``. ``new_tokens``: the
-        decoding budget that follows (sizes the static cache of ``decode="compiled"``)."""
+                     attention: list[torch.Tensor] | None = None, new_tokens: int | None = None,
+                     prefix: Prefix | None = None):
+        """Prefill (or continue ``prefix``) and all latent steps but the last chunk, which is returned unrun (it is
+        run together with the rest). Returns (seq, layout, pending (chunk, mask, vision flags) or None, selections,
+        raw fed-back states). ``attention``: a list that receives each latent step's (B, 2) ``attention_measures``.
+        ``new_tokens``: the decoding budget that follows (sizes the static cache of ``decode="compiled"``)."""
         layout = self._layout(batch)
         analyse = attention is not None
-        max_len = None
-        if self.config.decode == "compiled" and new_tokens is not None:
-            R = layout.rest_ids.shape[1]
-            max_len = layout.p + layout.n_max * (self.config.k_effective + 1) + R + new_tokens
-        seq, embeds, scores = self._prefill(batch, layout, analyse, max_len)
+        max_len = self._static_len(layout, new_tokens)
+        if prefix is None:
+            seq, embeds, scores = self._prefill(batch, layout, analyse, max_len)
+        else:
+            needs_scores = layout.n_max > 0 and (self.config.k_effective > 0 or analyse)
+            seq, embeds, scores = prefix.resume(batch, max_len, needs_scores)
         B = batch.input_ids.shape[0]
         picked = [torch.zeros(len(pos), dtype=torch.bool, device=embeds.device) for pos in layout.image_pos]
         selected: list[list[list[int]]] = [[] for _ in range(B)]
@@ -555,15 +598,25 @@ class LatentEngine:
         return TrainOutput(loss=loss, logits=logits, n_tokens=n_tokens, selected=selected)
 
     @torch.no_grad()
-    def generate(self, batch: LatentBatch, max_new_tokens: int = 16,
-                 intervention: Intervention | None = None, attention: bool = False) -> GenerationOutput:
+    def prefill(self, batch: LatentBatch, max_new_tokens: int = 16, attention: bool = False) -> Prefix:
+        """Run ``batch``'s prompt once, for several ``generate(batch, max_new_tokens, prefix=...)`` calls
+        (``attention``: for calls with ``attention=True``)."""
+        layout = self._layout(batch)
+        max_len = self._static_len(layout, max_new_tokens)
+        seq, embeds, scores = self._prefill(batch, layout, attention, max_len)
+        return Prefix(batch.input_ids, max_len, seq, embeds, scores)
+
+    @torch.no_grad()
+    def generate(self, batch: LatentBatch, max_new_tokens: int = 16, intervention: Intervention | None = None,
+                 attention: bool = False, prefix: Prefix | None = None) -> GenerationOutput:
         """Latent steps, then greedy decoding with a per-sample eos stop.
 
         The prompt (and its latent slots) must be left-padded so the first latent slot aligns; anything after
         the latent slots in the prompt (e.g. Chameleon's separator) is teacher-forced before decoding.
         ``intervention`` (analysis) replaces fed-back states or selections at chosen latent steps.
         ``attention`` (analysis) also returns the paper's attention measures per latent step and per decoded token
-        (the same tokens: the rows are read from the capture the selection uses).
+        (the same tokens: the rows are read from the capture the selection uses). ``prefix`` (``prefill``): start
+        from that run of the prompt instead of running it again.
         """
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
@@ -572,7 +625,7 @@ class LatentEngine:
         decode_attention: list[torch.Tensor] = []
         seq, layout, pending, selected, states = self._run_latents(batch, intervention,
                                                                    latent_attention if attention else None,
-                                                                   new_tokens=max_new_tokens)
+                                                                   new_tokens=max_new_tokens, prefix=prefix)
         self._run_rest(seq, layout, pending)
         tokens = self.backbone.tokens
         B = batch.input_ids.shape[0]

@@ -15,7 +15,7 @@ import torch
 
 from .batching import collate
 from .curriculum import EncodedExample, encode_example, inference_sample
-from .engine import LatentEngine
+from .engine import Intervention, LatentEngine
 from .tasks.prompts import ANSWER_PREFIX
 
 
@@ -53,34 +53,81 @@ def predict(
 
     ``intervention`` (an ``ivtlr.engine.Intervention``) is passed to the engine; ``keep_states`` keeps each
     question's fed-back states (on the CPU, float32) in its record; ``keep_attention`` its attention measures."""
-    tokens = engine.backbone.tokens
     out: list[PredictionRecord] = []
-    device = engine.backbone.device
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        batch = collate([inference_sample(ex, n_latents, tokens.latent) for ex in chunk], tokens.pad).to(device)
+    for chunk, batch in _batches(engine, examples, n_latents, batch_size):
         t0 = time.perf_counter()
         gen = engine.generate(batch, max_new_tokens, intervention=intervention, attention=keep_attention)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        per_question = (time.perf_counter() - t0) / len(chunk)
-        states = torch.stack(gen.states, 1).float().cpu() if keep_states and gen.states else None  # (B, n, D)
-        stack = lambda rows: torch.stack(rows, 1).cpu() if rows else None  # noqa: E731  (B, steps, 2)
-        latent_att, token_att = stack(gen.latent_attention), stack(gen.decode_attention)
-        for b, ex in enumerate(chunk):
-            n = gen.num_generated[b]
-            ids = gen.sequences[b, :n].tolist()
-            record = PredictionRecord(ex.id, encoder.decode(ids), n, gen.selected[b], per_question,
-                                      None if states is None else states[b])
-            if keep_attention:
-                record.attention = latent_att[b, :n_latents] if latent_att is not None else torch.zeros(0, 4)
-                record.token_attention = token_att[b, :n - 1] if token_att is not None else torch.zeros(0, 4)
-                record.token_ids = ids
-            out.append(record)
+        _sync(batch)
+        out += _records(encoder, chunk, gen, (time.perf_counter() - t0) / len(chunk), n_latents,
+                        keep_states=keep_states, keep_attention=keep_attention)
         if on_records is not None:
-            on_records(out[start:])
+            on_records(out[-len(chunk):])
         if progress is not None:
             progress(len(out), len(examples))
+    return out
+
+
+def predict_runs(
+    engine: LatentEngine,
+    encoder,
+    examples: list[EncodedExample],
+    n_latents: int,
+    max_new_tokens: int,
+    runs: dict[str, Intervention | None],
+    batch_size: int = 16,
+    keep_states: bool = False,
+) -> dict[str, list[PredictionRecord]]:
+    """``predict`` for several runs of the same questions, one per ``runs`` entry (name -> an intervention or
+    None): each batch's prompt runs once (``LatentEngine.prefill``) and every run continues from a copy of it, so
+    a run costs its latent passes and decoding only. The records equal those of one ``predict`` per run
+    (tests/test_analyze.py), except ``seconds``: a run's own time per question plus its share of the prompt's.
+    ``keep_states``: the fed-back states of the runs without an intervention."""
+    out: dict[str, list[PredictionRecord]] = {name: [] for name in runs}
+    for chunk, batch in _batches(engine, examples, n_latents, batch_size):
+        t0 = time.perf_counter()
+        prefix = engine.prefill(batch, max_new_tokens)
+        _sync(batch)
+        shared = (time.perf_counter() - t0) / len(chunk) / len(runs)
+        for name, intervention in runs.items():
+            t0 = time.perf_counter()
+            gen = engine.generate(batch, max_new_tokens, intervention=intervention, prefix=prefix)
+            _sync(batch)
+            out[name] += _records(encoder, chunk, gen, shared + (time.perf_counter() - t0) / len(chunk), n_latents,
+                                  keep_states=keep_states and intervention is None, keep_attention=False)
+    return out
+
+
+def _batches(engine: LatentEngine, examples: list[EncodedExample], n_latents: int, batch_size: int):
+    """(examples, their inference batch on the engine's device) of ``batch_size`` questions at a time, in order."""
+    tokens = engine.backbone.tokens
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        yield chunk, collate([inference_sample(ex, n_latents, tokens.latent) for ex in chunk],
+                             tokens.pad).to(engine.backbone.device)
+
+
+def _sync(batch) -> None:
+    if batch.input_ids.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _records(encoder, chunk: list[EncodedExample], gen, per_question: float, n_latents: int, keep_states: bool,
+             keep_attention: bool) -> list[PredictionRecord]:
+    """One record per question of a batch's ``GenerationOutput``."""
+    states = torch.stack(gen.states, 1).float().cpu() if keep_states and gen.states else None  # (B, n, D)
+    stack = lambda rows: torch.stack(rows, 1).cpu() if rows else None  # noqa: E731  (B, steps, 2)
+    latent_att, token_att = stack(gen.latent_attention), stack(gen.decode_attention)
+    out = []
+    for b, ex in enumerate(chunk):
+        n = gen.num_generated[b]
+        ids = gen.sequences[b, :n].tolist()
+        record = PredictionRecord(ex.id, encoder.decode(ids), n, gen.selected[b], per_question,
+                                  None if states is None else states[b])
+        if keep_attention:
+            record.attention = latent_att[b, :n_latents] if latent_att is not None else torch.zeros(0, 4)
+            record.token_attention = token_att[b, :n - 1] if token_att is not None else torch.zeros(0, 4)
+            record.token_ids = ids
+        out.append(record)
     return out
 
 

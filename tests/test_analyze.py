@@ -255,6 +255,30 @@ def test_a_broken_generator_config_is_named(tmp_path):
         get_task("synth").load(str(tmp_path / "d"), "test")
 
 
+def test_runs_on_shared_prompt_passes_equal_one_predict_per_run(qwen_checkpoint, synth_dir):
+    """``predict_runs`` (one prompt pass per batch for every intervention, as the analysis runs them) gives the
+    records of one ``predict`` per run: the same outputs, steps, selections and kept states."""
+    from ivtlr.curriculum import encode_example
+    from ivtlr.evaluate import predict, predict_runs
+    from ivtlr.inference import load_inference
+    from ivtlr.tasks import get_task
+
+    inf = load_inference(qwen_checkpoint)
+    examples = list(get_task("synth").load(str(synth_dir), "train"))[:10]
+    enc = [encode_example(inf.task, inf.encoder, ex, inf.tokens.image) for ex in examples]
+    runs = {"base": None, "zero/1": Intervention(state="zero", steps=(1,)), "shuffle/all": Intervention(state="shuffle"),
+            "random/2": Intervention(vision="random", steps=(2,)), "lowest/all": Intervention(vision="lowest")}
+    shared = predict_runs(inf.engine, inf.encoder, enc, 2, 6, runs, batch_size=4, keep_states=True)
+    assert list(shared) == list(runs)
+    for name, intervention in runs.items():
+        alone = predict(inf.engine, inf.encoder, enc, 2, 6, 4, intervention=intervention,
+                        keep_states=intervention is None)
+        assert [(r.id, r.output, r.n_generated, r.selected) for r in shared[name]] == \
+               [(r.id, r.output, r.n_generated, r.selected) for r in alone], name
+        for a, b in zip(shared[name], alone):
+            assert (a.states is None) == (b.states is None) and (a.states is None or torch.equal(a.states, b.states))
+    assert shared["lowest/all"][0].selected != shared["base"][0].selected  # the runs differ from each other
+
 # ------------------------------------------------------------------------------------------- end to end
 def test_analyze_end_to_end_on_a_tiny_run(tmp_path):
     """A two-stage tiny run (a few steps: nothing is learnt), then `ivtlr analyze` on it: every section."""

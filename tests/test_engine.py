@@ -9,7 +9,7 @@ import torch
 from helpers import KITS
 from ivtlr.backbones import backbone_for
 from ivtlr.batching import collate
-from ivtlr.engine import LatentConfig, LatentEngine
+from ivtlr.engine import Intervention, LatentConfig, LatentEngine
 
 TOL = 1e-5
 ALL = [pytest.param(kit, id=name) for name, kit in KITS.items()]
@@ -80,6 +80,41 @@ def test_batched_generation_equals_one_by_one(kit, positions):
         assert batched.selected[b] == alone.selected[0]
         assert (batched.first_logits[b] - alone.first_logits[0]).abs().max() < TOL
 
+
+
+# --------------------------------------------------------------------- a shared prefix == its own prefill
+SHARED_PREFIX_RUNS = [None, Intervention(state="zero", steps=(2,)), Intervention(state="shuffle"),
+                      Intervention(state="noise", steps=(1,)), Intervention(vision="random"),
+                      Intervention(vision="lowest", steps=(3,)), Intervention(vision="zero")]
+
+
+@pytest.mark.parametrize("kit,cache", [pytest.param(kit, cache, id=f"{name}-{cache}") for name, kit in KITS.items()
+                                       for cache in ("dynamic", "recompute", "static")])
+def test_runs_from_one_shared_prefix_equal_runs_that_prefill(kit, cache):
+    """Every run of a batch from one ``prefill`` (the analysis' interventions, with the attention measures too)
+    gives exactly what a generate that runs its own prompt gives: the prefix is copied, never consumed."""
+    bb = kit.backbone(seed=3)
+    eng = engine(bb, use_cache=cache != "recompute", decode="compiled" if cache == "static" else "eager")
+    samples = [kit.sample(s, grid=g, n_pre=pre, n_question=q, n_latent=n) for s, g, pre, q, n in
+               zip((4, 5, 6), kit.grids((3, 4), (2, 3), (4, 4)), (3, 1, 6), (5, 12, 2), (3, 2, 3))]
+    batch = collate(samples, kit.tokens.pad)
+    prefix = eng.prefill(batch, 5, attention=True)
+    for intervention in SHARED_PREFIX_RUNS:
+        for attention in (False, True):
+            own = eng.generate(batch, 5, intervention=intervention, attention=attention)
+            shared = eng.generate(batch, 5, intervention=intervention, attention=attention, prefix=prefix)
+            assert torch.equal(own.sequences, shared.sequences) and own.selected == shared.selected
+            assert torch.equal(own.first_logits, shared.first_logits), (intervention, attention)
+            assert all(torch.equal(a, b) for a, b in zip(own.states, shared.states))
+            assert all(torch.equal(a, b) for a, b in zip(own.latent_attention + own.decode_attention,
+                                                         shared.latent_attention + shared.decode_attention))
+    with pytest.raises(ValueError, match="another batch"):
+        eng.generate(collate(samples[:2], kit.tokens.pad), 5, prefix=prefix)
+    if cache == "static":
+        with pytest.raises(ValueError, match="same max_new_tokens"):
+            eng.generate(batch, 6, prefix=prefix)
+    with pytest.raises(ValueError, match="attention=True"):
+        engine(bb, k=0).generate(batch, 5, attention=True, prefix=engine(bb, k=0).prefill(batch, 5))
 
 @pytest.mark.parametrize("kit", ALL)
 def test_batched_training_with_different_latent_counts_equals_one_by_one(kit):
