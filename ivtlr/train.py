@@ -95,12 +95,18 @@ def build_setup(cfg: TrainConfig, device: torch.device, log=print) -> Setup:
     engine = LatentEngine(fam(model, tokens), latent)
     train = [encode_example(task, encoder, ex, tokens.image) for ex in train_raw]
     val = [encode_example(task, encoder, ex, tokens.image) for ex in val_raw]
-    need = latent.k_effective * cfg.curriculum.max_latent_stage
-    for ex in train + val:
-        if ex.n_image_tokens < need:
-            raise ValueError(f"record {ex.id!r}: its image has {ex.n_image_tokens} tokens, fewer than K x "
-                             f"max_latent_stage = {latent.k_effective} x {cfg.curriculum.max_latent_stage} = {need}")
+    if not cfg.curriculum.no_cot:  # no latent steps at all without a chain of thought
+        check_latent_budget(train + val, latent.k_effective, cfg.curriculum.max_latent_stage)
     return Setup(task, tokenizer, model, tokens, encoder, engine, train, val, {ex.id: ex for ex in val_raw})
+
+
+def check_latent_budget(examples: list[EncodedExample], k: int, stages: int) -> None:
+    """Raise ValueError naming the first record whose image has fewer tokens than K x ``stages`` latent steps
+    select (a patch is never selected twice)."""
+    for ex in examples:
+        if ex.n_image_tokens < k * stages:
+            raise ValueError(f"record {ex.id!r}: its image has {ex.n_image_tokens} tokens, fewer than K x "
+                             f"max_latent_stage = {k} x {stages} = {k * stages}")
 
 
 class LatentModule(nn.Module):
@@ -513,7 +519,8 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- run
     def run(self) -> None:
         cfg = self.config
-        self.setup()
+        if not hasattr(self, "s"):  # a caller may have set it up already (to check the data first)
+            self.setup()
         if cfg.run.resume:
             self.resume()
         self.s.model.train()

@@ -55,6 +55,16 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert [(r.output, r.selected) for r in batched] == [(r.output, r.selected) for r in alone]
 
 
+def test_too_many_patches_for_the_boards_is_refused_before_anything_trains(tmp_path):
+    """K x latent stages above a board's image tokens: a clear error naming a record as soon as the data is
+    encoded, not after stage 0 has trained (nor a No-CoT run failing on latents it never has)."""
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "ivtlr.commands", "demo", "--quick", "--k", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "record 'synth-train-" in done.stderr and "K x max_latent_stage = 4 x 3 = 12" in done.stderr
+    assert not (out / "nocot.log").exists() and not (out / "cot" / "checkpoints").exists()
+
 def test_demo_config_file_is_generated_from_the_recipe(tmp_path):
     """configs/demo-cpu.yaml is `ivtlr demo --print-config`: the recipe is the one source of truth."""
     from pathlib import Path

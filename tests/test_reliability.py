@@ -127,6 +127,17 @@ def test_eval_records_provenance_and_names_rows(qwen_checkpoint, synth_dir, tmp_
     assert s["name"] == "ivtlr [latent.k=1]"
 
 
+def test_k_times_latent_stages_beyond_the_image_is_refused_unless_there_are_no_latents(synth_dir, tmp_path, capsys):
+    """K x max_latent_stage above an image's tokens: one line naming the record, before anything trains; a No-CoT
+    run (no latent steps at all) with the same numbers trains."""
+    flags = ["--data.source", str(synth_dir), "--data.val_size", "0", "--model.tiny_hidden", "32", "--model.tiny_layers", "1",
+             "--model.tiny_heads", "2", "--model.tiny_vocab", "320", "--latent.k", "4", "--curriculum.max_latent_stage",
+             "3", "--run.max_steps", "1", "--no-run.progress"]
+    _error(capsys, ["train", *flags, "--run.out_dir", tmp_path / "a"], "record 'synth-", "4 x 3 = 12", verb="train")
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    assert ivtlr(["train", *flags, "--curriculum.no_cot", "--run.out_dir", str(tmp_path / "b")]) == 0
+    assert any((tmp_path / "b" / "checkpoints").iterdir())
+
 def test_a_no_cot_checkpoint_is_evaluated_without_latents(synth_dir, tmp_path, capsys):
     cfg = TrainConfig.from_dict({**TINY, "curriculum": {"no_cot": True, "epochs_per_stage": 1},
                                  "data": {"task": "synth", "source": str(synth_dir), "val_size": 0},

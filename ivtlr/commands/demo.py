@@ -45,7 +45,7 @@ from ..data.synth.config import STEP_STYLES, SynthConfig
 from ..evaluate import blind, run_eval, time_batch1
 from ..inference import load_inference
 from ..tasks import get_task
-from ..train import Trainer
+from ..train import Trainer, check_latent_budget
 from .report import AUTHORS_LATENT, publish, write_report
 
 
@@ -201,13 +201,16 @@ class Background:
 def train_all(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: int, threads: int) -> dict:
     """The four trainings on the two-core schedule of the module docstring. Returns wall seconds per training."""
     timings = {}
+    print(f"[2/5] stage 0 (chain-of-thought) of a tiny {backbone} from scratch; the No-CoT baseline trains beside "
+          f"it (log: {out / 'nocot.log'})", flush=True)
+    t0 = time.perf_counter()
+    cot = Trainer(train_config(recipe, data, out / "cot", backbone, seed, "cot"))
+    cot.setup()  # the data encoded: K x the latent stages is checked against its images before anything trains
+    check_latent_budget(cot.s.train + cot.s.val, recipe.k, recipe.max_latent_stage)
     nocot = Background(train_config(recipe, data, out / "nocot", backbone, seed, "nocot"), out, "nocot", threads)
     authors = None
     try:
-        print(f"[2/5] stage 0 (chain-of-thought) of a tiny {backbone} from scratch; the No-CoT baseline trains "
-              f"beside it (log: {nocot.log})", flush=True)
-        t0 = time.perf_counter()
-        Trainer(train_config(recipe, data, out / "cot", backbone, seed, "cot")).run()
+        cot.run()
         timings["cot"] = time.perf_counter() - t0
         timings["nocot"] = nocot.wait()
         stage0 = stage_checkpoints(out / "cot")[0]
