@@ -19,6 +19,9 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     results, meta = saved["results"], saved["meta"]
     assert ROWS <= set(results), sorted(ROWS - set(results))
     assert {"wall_seconds", "chance", "seed", "judge"} <= set(meta) and meta["judge"] == "official_az"
+    phases = meta["phase_seconds"]  # where the wall time went, part by part
+    assert list(phases) == ["data", "training", "evaluation", "latency", "analysis"]
+    assert min(phases.values()) > 0 and abs(sum(phases.values()) - meta["wall_seconds"]) < 1.0
     for key, r in results.items():
         assert r["key"] == key and r["n_questions"] == 24 and r["ar_steps"] >= 1 and r["latency_s"] > 0
         assert set(r["accuracy"]) == {"official_az", "official", "reference"}
@@ -26,6 +29,7 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert results["stage_3"]["accuracy"] == results["ivtlr"]["accuracy"]  # the final stage is the IVT-LR model
     report = (out / "report.md").read_text()
     assert "| `ivtlr` |" in report and "## The targets, measured" in report and "Selection hit rate" in report
+    assert f"then evaluation {phases['evaluation']:.0f} s, latency timing" in report
     for plot in ("accuracy_vs_steps.png", "accuracy_per_stage.png", "ablations.png", "analysis/hit_rates.png",
                  "analysis/interventions.png"):
         assert (out / plot).stat().st_size > 1000

@@ -486,6 +486,11 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
     threads = threads or (1 if (os.cpu_count() or 1) <= 2 else min(8, os.cpu_count() // 2))
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
+    phases: dict[str, float] = {}  # wall seconds of each part of this run, in order (results.json's meta)
+
+    def mark(name: str) -> None:  # the part that has just ended: the time since the previous one ended
+        phases[name] = time.perf_counter() - t_start - sum(phases.values())
+
     data = out / "data"
     if eval_only:
         if not (out / "results.json").is_file():
@@ -501,7 +506,9 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
         print(f"[1/5] synthetic benchmark: {recipe.n_train} train / {recipe.n_test} test questions -> {data}",
               flush=True)
         generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, n_val=recipe.n_val, **recipe.synth)
+        mark("data")
         timings = train_all(recipe, data, out, backbone, seed, threads)
+        mark("training")
     torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
     print("[4/5] evaluation on the test split", flush=True)
     stages = stage_checkpoints(out / "ivtlr")
@@ -513,9 +520,11 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
     ev = Evaluator(checkpoints, data, recipe.n_test, batch_size=recipe.eval_batch_size)
     for row in demo_rows(recipe):
         ev.run(row)
+    mark("evaluation")
     print(f"  timing: {ev.latency_rounds} batch-1 rounds, every mode in turn on each block of "
           f"{ev.latency_block} questions", flush=True)
     ev.retime()
+    mark("latency")
     ev.results[f"stage_{recipe.max_latent_stage}"] = {**ev.results["ivtlr"], "key": f"stage_{recipe.max_latent_stage}"}
     print("[5/5] diagnostics of the final model (ivtlr analyze)", flush=True)
     final = ev.inference("final")
@@ -525,6 +534,7 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
                                            cot=ev.inference("stage0"), batch_size=recipe.eval_batch_size),
                             progress=lambda m: print("  " + m, flush=True))
     write_analysis(out / "analysis", analysis)
+    mark("analysis")
     wall = time.perf_counter() - t_start
     if eval_only:  # the training of the earlier run plus this evaluation
         wall += timings["cot"] + timings.get("ivtlr", 0)
@@ -536,7 +546,7 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
                            / sum(e.topic == k for e in ev.examples) for k in kinds},
         "judge": final.task.judge_names[0], "seed": seed, "backbone": backbone, "threads": threads,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "recipe": dataclasses.asdict(recipe), "train_seconds": timings, "wall_seconds": wall,
+        "recipe": dataclasses.asdict(recipe), "train_seconds": timings, "wall_seconds": wall, "phase_seconds": phases,
         "evaluation_rerun": eval_only, "command": command_line(label, backbone, seed, overrides or {}),
     }
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": ev.results}, indent=2))

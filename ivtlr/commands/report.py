@@ -136,6 +136,14 @@ def _table(results: dict, judges: list[str], kinds: list[str], headline: str) ->
     return lines
 
 
+def _after_training(meta: dict) -> str:
+    """The parts of the run after its trainings, from ``meta["phase_seconds"]`` (absent in older runs)."""
+    phases = meta.get("phase_seconds", {})
+    labels = {"evaluation": "evaluation", "latency": "latency timing", "analysis": "analysis"}
+    parts = [f"{label} {phases[name]:.0f} s" for name, label in labels.items() if name in phases]
+    return "; then " + ", ".join(parts) if parts else ""
+
+
 def _timing_protocol(row: dict) -> str:
     """How the report's latencies were timed (``Evaluator.retime``; older results: rounds of whole modes)."""
     rounds, block = row.get("latency_rounds", 1), row.get("latency_block")
@@ -187,7 +195,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
               else "") + ")"
            if recipe.get('n_val') and recipe.get('val_every') else "")
         + f"; seed {meta['seed']}; {meta['threads']} torch thread(s) per training; wall time "
-        f"{meta['wall_seconds'] / 60:.1f} min (trainings: {trainings}).",
+        f"{meta['wall_seconds'] / 60:.1f} min (trainings: {trainings}" + _after_training(meta) + ").",
         "",
         f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
         "option letter the question has; `official` is M3CoT's own judge, which only knows A-F; `reference` is the "
