@@ -117,3 +117,15 @@ def test_published_records_name_the_registry_commands():
         e = ex.EXPERIMENTS[record["name"]]
         assert record["commands"] == ex.shell_commands(e), path.name
         assert record["question"] == e.question, path.name
+
+
+def test_commands_find_this_environments_ivtlr_without_activating_it(monkeypatch):
+    """The records quote `ivtlr ...`; run from a virtual environment that is not activated, the commands still
+    reach its `ivtlr`, not another one or none (they used to fail with `ivtlr: command not found`)."""
+    import shutil
+    import sys
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    env = ex.command_env(1)
+    assert env["OMP_NUM_THREADS"] == "1"
+    assert Path(shutil.which("ivtlr", path=env["PATH"])).parent == Path(sys.executable).parent

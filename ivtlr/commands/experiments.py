@@ -145,6 +145,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
           "--hidden", "96"),
     _demo("demo-h96-s14", "Hidden size 96 on seed 14 (the recipe's run: 19.1 min, in a slow hour of the machine).",
           14, "--hidden", "96"),
+    *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 on seed {seed}, whose stage 0 began to read the board only "
+            "at its 6-epoch cap: with a cap of 8 epochs, does it learn to read, and do the targets hold?", seed,
+            "--hidden", "96", "--cot-epochs", "8") for seed in (3, 4)),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
@@ -257,13 +260,20 @@ def shell_commands(exp: Experiment) -> list[str]:
     return [_shell(c) for c in commands(exp)]
 
 
+def command_env(threads: int) -> dict[str, str]:
+    """The environment of an experiment's commands: ``threads`` torch threads, and the ``ivtlr`` of this
+    interpreter's environment first on the PATH (whether or not that environment is activated)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def run_experiment(exp: Experiment, threads: int = 1) -> dict:
     """Run one experiment's commands (skipping finished ones) and write its summary JSON."""
     run = ROOT / exp.name
     if exp.is_latent and not (ROOT / exp.latent_from / "done").is_file():
         raise SystemExit(f"{exp.name}: run its stage-0 experiment {exp.latent_from!r} first")
     run.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = command_env(threads)
     t0 = time.perf_counter()
     with (run / "log.txt").open("a") as log:
         for cmd in commands(exp):
