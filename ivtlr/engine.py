@@ -303,16 +303,20 @@ class Prefix:
     one vision tower and prompt pass: the same outputs as a ``generate`` that runs its own prompt."""
 
     input_ids: torch.Tensor  # the batch it belongs to
+    prompt_options: tuple  # the engine options that shape a prompt pass (``LatentEngine._prompt_options``)
     max_len: int | None  # the static cache's size (decode="compiled"), which depends on the decoding budget
     seq: _Sequence
     embeds: torch.Tensor
     scores: torch.Tensor | None  # the prompt's last-row attention, when the first latent step needs it
 
-    def resume(self, batch: LatentBatch, max_len: int | None, needs_scores: bool):
+    def resume(self, batch: LatentBatch, prompt_options: tuple, max_len: int | None, needs_scores: bool):
         """(a copy of the sequence, the embeddings, the scores) for a run of ``batch``. Raises ValueError for a
-        prefix of another batch, decoding budget or attention setting."""
+        prefix of another batch, engine options, decoding budget or attention setting."""
         if self.input_ids.shape != batch.input_ids.shape or not torch.equal(self.input_ids, batch.input_ids):
             raise ValueError("the prefix was made from another batch (prefill the batch that generate gets)")
+        if self.prompt_options != prompt_options:
+            raise ValueError(f"the prefix was made with (positions, use_cache, decode) = {self.prompt_options}, this "
+                             f"engine runs {prompt_options}")
         if self.max_len != max_len:
             raise ValueError(f"the prefix's static cache holds {self.max_len} positions, this run needs {max_len} "
                              "(prefill with the same max_new_tokens)")
@@ -530,7 +534,7 @@ class LatentEngine:
             seq, embeds, scores = self._prefill(batch, layout, analyse, max_len)
         else:
             needs_scores = layout.n_max > 0 and (self.config.k_effective > 0 or analyse)
-            seq, embeds, scores = prefix.resume(batch, max_len, needs_scores)
+            seq, embeds, scores = prefix.resume(batch, self._prompt_options(), max_len, needs_scores)
         B = batch.input_ids.shape[0]
         picked = [torch.zeros(len(pos), dtype=torch.bool, device=embeds.device) for pos in layout.image_pos]
         selected: list[list[list[int]]] = [[] for _ in range(B)]
@@ -604,7 +608,11 @@ class LatentEngine:
         layout = self._layout(batch)
         max_len = self._static_len(layout, max_new_tokens)
         seq, embeds, scores = self._prefill(batch, layout, attention, max_len)
-        return Prefix(batch.input_ids, max_len, seq, embeds, scores)
+        return Prefix(batch.input_ids, self._prompt_options(), max_len, seq, embeds, scores)
+
+    def _prompt_options(self) -> tuple:
+        """The options that shape a prompt pass and what follows it on its sequence."""
+        return self.config.positions, self.config.use_cache, self.config.decode
 
     @torch.no_grad()
     def generate(self, batch: LatentBatch, max_new_tokens: int = 16, intervention: Intervention | None = None,

@@ -113,6 +113,8 @@ def test_runs_from_one_shared_prefix_equal_runs_that_prefill(kit, cache):
     if cache == "static":
         with pytest.raises(ValueError, match="same max_new_tokens"):
             eng.generate(batch, 6, prefix=prefix)
+    with pytest.raises(ValueError, match="positions, use_cache, decode"):
+        engine(bb, use_cache=cache == "recompute").generate(batch, 5, prefix=prefix)
     with pytest.raises(ValueError, match="attention=True"):
         engine(bb, k=0).generate(batch, 5, attention=True, prefix=engine(bb, k=0).prefill(batch, 5))
 
