@@ -148,6 +148,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 on seed {seed}, whose stage 0 began to read the board only "
             "at its 6-epoch cap: with a cap of 8 epochs, does it learn to read, and do the targets hold?", seed,
             "--hidden", "96", "--cot-epochs", "8") for seed in (3, 4)),
+    *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 with a stage-0 cap of 8 epochs on seed {seed}, whose stage 0 "
+            "ran to the cap of 6 and passed: does the longer cap change it?", seed, "--hidden", "96", "--cot-epochs", "8")
+      for seed in (2, 5)),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
