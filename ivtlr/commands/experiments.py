@@ -151,6 +151,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 with a stage-0 cap of 8 epochs on seed {seed}, whose stage 0 "
             "ran to the cap of 6 and passed: does the longer cap change it?", seed, "--hidden", "96", "--cot-epochs", "8")
       for seed in (2, 5)),
+    _demo("demo-h96-cot8-s7", "Hidden size 96 with a stage-0 cap of 8 epochs on seed 7, which hidden 96 had not been "
+          "run on: do the targets hold on a new seed?", 7, "--hidden", "96", "--cot-epochs", "8"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
