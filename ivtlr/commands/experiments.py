@@ -153,6 +153,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
       for seed in (2, 5)),
     _demo("demo-h96-cot8-s7", "Hidden size 96 with a stage-0 cap of 8 epochs on seed 7, which hidden 96 had not been "
           "run on: do the targets hold on a new seed?", 7, "--hidden", "96", "--cot-epochs", "8"),
+    *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 with a stage-0 cap of 8 epochs on seed {seed}, one of the five "
+            "published seeds it had not run on: do the targets hold on every seed before it becomes the default?",
+            seed, "--hidden", "96", "--cot-epochs", "8") for seed in (8, 9, 11, 12, 13)),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
