@@ -87,7 +87,31 @@ def test_demo_headline_table_lists_the_report_rows_and_wall_time():
                "demo": {"cot": 1.0, "ivtlr": 0.97, "nocot": 0.12, "no_latent_text": 0.1, "no_latent_vision": 0.4,
                         "no_latent_part": 0.07, "random_patches": 0.97}}
     text = ex.render_tables([summary])
-    assert "| `demo-l3` | 100.0 | 97.0 | 12.0 | 10.0 | 40.0 | 7.0 | 97.0 | 12.5 |" in text
+    assert "| `demo-l3` | 100.0 | 97.0 | 12.0 | 10.0 | 40.0 | 7.0 | 97.0 | - | - | 12.5 |" in text  # an older record
+    timed = {**summary, "name": "demo-h96", "latency_ms": {"ivtlr": 30.2, "cot": 89.7},
+             "targets": {"met": 11, "of": 13, "missed": ["a", "b"]}}
+    assert "| 30.2 vs 89.7 (0.337x) | 11 of 13 (missed: a; b) | 12.5 |" in ex.render_tables([timed])
+
+
+def test_demo_records_carry_the_time_ratio_and_the_targets(tmp_path, monkeypatch):
+    """A demo experiment's record keeps IVT-LR's and CoT's time per question and the report's targets, from the
+    run's results.json (the time target is the one a record could not show before)."""
+    monkeypatch.chdir(tmp_path)
+    exp = ex.Experiment("demo-x", "demo", "q", seed=3)
+    demo = ex.ROOT / "demo-x" / "demo"
+    (demo / "ivtlr").mkdir(parents=True)
+    (demo / "analysis").mkdir()
+    (demo / "ivtlr" / "metrics.jsonl").write_text('{"step": 1, "stage": 1, "loss": 0.5}\n')
+    (demo / "analysis" / "analysis.json").write_text('{"accuracy": 1.0}')
+    row = lambda acc, ms: {"accuracy": {"official_az": acc}, "latency_s": ms / 1000}  # noqa: E731
+    results = {"ivtlr": row(1.0, 30.2), "cot": row(1.0, 89.7), "stage_1": row(1.0, 30.2)}
+    (demo / "results.json").write_text(json.dumps({"meta": {"judge": "official_az", "wall_seconds": 700},
+                                                   "results": results}))
+    fast = lambda r: r["ivtlr"]["latency_s"] * 3 <= r["cot"]["latency_s"]  # noqa: E731
+    monkeypatch.setattr(ex, "targets", lambda r, meta: [("fast", fast(r), ""), ("right", True, "")])
+    out = ex.summarise(exp)
+    assert out["latency_ms"] == {"ivtlr": 30.2, "cot": 89.7}
+    assert out["targets"] == {"met": 1, "of": 2, "missed": ["fast"]}
 
 
 def test_latent_runs_evaluate_every_stage_they_train(monkeypatch):
