@@ -383,7 +383,8 @@ def _targets_cell(summary: dict) -> str:
     t = summary.get("targets")
     if not t:
         return "-"
-    return f"{t['met']} of {t['of']}" + (f" (missed: {'; '.join(t['missed'])})" if t["missed"] else "")
+    missed = [name.split(":")[0] for name in t["missed"]]  # the target's name, without its threshold
+    return f"{t['met']} of {t['of']}" + (f" (missed: {'; '.join(missed)})" if missed else "")
 
 
 def render_tables(summaries: list[dict]) -> str:
