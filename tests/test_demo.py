@@ -208,3 +208,16 @@ def test_latency_rounds_time_every_mode_in_turn_block_by_block():
     assert calls == [("a", 0, 2), ("b", 0, 2), ("a", 2, 3), ("b", 2, 3)] * 2
     assert ev.results["a"]["latency_s"] == 4.0 and ev.results["b"]["latency_s"] == 5.0  # medians of the six
     assert ev.results["a"]["latency_rounds"] == 2 and ev.results["a"]["latency_block"] == 2
+
+
+def test_the_time_target_shows_three_decimals_and_this_runs_timing_noise():
+    """0.3335x is a miss: the ratio is shown to three decimals, beside how far the rows that repeat IVT-LR's
+    computation (random patches, blind IVT-LR with as many tokens) were timed from it in the same run."""
+    from ivtlr.commands.report import timing_spread
+
+    row = lambda ms, steps=9.0: {"latency_s": ms / 1000, "ar_steps": steps}  # noqa: E731
+    results = {"ivtlr": row(35.7), "cot": row(107.0, 50.0), "random_patches": row(39.27), "blind_ivtlr": row(34.0)}
+    assert timing_spread(results) == "; the same computation (random patches, blind IVT-LR) timed up to 10% apart"
+    results["blind_ivtlr"] = row(20.0, steps=4.0)  # a shorter answer is another computation
+    assert timing_spread(results) == "; the same computation (random patches) timed up to 10% apart"
+    assert timing_spread({"ivtlr": row(35.7), "cot": row(107.0, 50.0)}) == ""
