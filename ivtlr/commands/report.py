@@ -49,8 +49,9 @@ SAME_COST = {"random_patches": "random patches", "blind_ivtlr": "blind IVT-LR"}
 
 
 def timing_spread(results: dict) -> str:
-    """``"; same-cost rows X% apart"``: how far the rows that repeat IVT-LR's computation were timed from it in
-    this run (this shared machine's noise, to read a time ratio near its target by); "" without such rows."""
+    """``"; the same computation (random patches, ...) timed up to X% apart"``: how far the rows that repeat
+    IVT-LR's computation were timed from it in this run (the shared machine's noise, by which to read a time ratio
+    near its target); "" without such rows."""
     base = results["ivtlr"]["latency_s"]
     twins = [k for k in SAME_COST if k in results and results[k].get("ar_steps") == results["ivtlr"]["ar_steps"]
              and results[k].get("latency_s")]
