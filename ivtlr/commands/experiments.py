@@ -157,6 +157,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 with a stage-0 cap of 8 epochs on seed {seed}, one of the five "
             "published seeds it had not run on: do the targets hold on every seed before it becomes the default?",
             seed, "--hidden", "96", "--cot-epochs", "8") for seed in (8, 9, 11, 12, 13)),
+    _demo("demo-h112-s6", "Hidden size 112 (4 heads of 28), between the recipe's 128 and 96, on seed 6, the recipe's "
+          "longest run (18.6 min): how much faster is it where the 20-minute budget is tightest?", 6,
+          "--hidden", "112"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
