@@ -191,6 +191,25 @@ def test_step_per_read_adds_a_latent_stage_per_extra_hop(capsys):
     assert "needs --hops" in capsys.readouterr().err
 
 
+def test_image_size_gives_every_cell_whole_image_tokens(capsys):
+    """--image-size N: the board drawn at N px (168: 2x2 image tokens per cell), recorded in the data command and
+    the report's command line; a size whose cells would cut image tokens is refused up front."""
+    import pytest
+
+    from ivtlr.commands.demo import RECIPES, build_parser, command_line, main, recipe_from_args
+
+    parser = build_parser()
+    recipe, overrides = recipe_from_args(parser.parse_args(["--image-size", "168"]), parser)
+    assert recipe.synth["image_size"] == 168 and recipe.synth["dot_style"] == RECIPES["full"].synth["dot_style"]
+    assert command_line("full", "qwen2-vl", 0, overrides) == "ivtlr demo --image-size 168"
+    assert main(["--image-size", "168", "--print-config"]) == 0
+    assert "--image-size 168" in capsys.readouterr().out
+    for bad in ("150", "0"):
+        with pytest.raises(SystemExit):
+            main(["--image-size", bad, "--print-config"])
+        assert "multiple of 84 px" in capsys.readouterr().err
+
+
 def test_latency_rounds_time_every_mode_in_turn_block_by_block():
     """Evaluator.retime: in each round every row is timed on a block of questions before the next block
     (a0-2, b0-2, a2-3, b2-3, then again), and each row's latency is the median over its rounds alone (the

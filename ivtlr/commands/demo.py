@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "steps, its middle one reads every cell on the way (hops - 1 of them)")
     parser.add_argument("--step-per-read", action="store_true", help="with --hops: one rationale step per read "
                         "(hops + 1 steps) and as many latent stages, instead of the authors' three steps")
+    parser.add_argument("--image-size", type=int, help="the board's image side in pixels (default 84: one image token "
+                        "per cell); 168 gives every cell 2x2 image tokens, the quadrant dot exactly one of them")
     for f in dataclasses.fields(DemoRecipe):
         if f.type in ("int", "float", "str") and f.name not in ("n_test",):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
@@ -402,6 +404,13 @@ def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe,
         overrides["hops"] = args.hops
         if args.step_per_read:
             overrides["step_per_read"] = True
+    if args.image_size is not None:
+        grid = recipe.synth.get("grid", 3)
+        if args.image_size <= 0 or args.image_size % (28 * grid):
+            parser.error(f"--image-size {args.image_size}: give a multiple of {28 * grid} px, so that each of the "
+                         f"board's {grid}x{grid} cells covers whole 28 px image tokens")
+        recipe = replace(recipe, synth={**recipe.synth, "image_size": args.image_size})
+        overrides["image_size"] = args.image_size
     try:  # the benchmark's knobs and the trainings' configs are checked before anything is generated or trained
         SynthConfig(**recipe.synth)
         for phase in ("cot", "latent", "nocot"):
