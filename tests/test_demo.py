@@ -202,6 +202,9 @@ def test_image_size_gives_every_cell_whole_image_tokens(capsys):
     recipe, overrides = recipe_from_args(parser.parse_args(["--image-size", "168"]), parser)
     assert recipe.synth["image_size"] == 168 and recipe.synth["dot_style"] == RECIPES["full"].synth["dot_style"]
     assert command_line("full", "qwen2-vl", 0, overrides) == "ivtlr demo --image-size 168"
+    recipe, overrides = recipe_from_args(parser.parse_args(["--image-size", "168", "--dot-style", "large"]), parser)
+    assert recipe.synth["dot_style"] == "large" and recipe.synth["image_size"] == 168
+    assert command_line("full", "qwen2-vl", 0, overrides) == "ivtlr demo --dot-style large --image-size 168"
     assert main(["--image-size", "168", "--print-config"]) == 0
     assert "--image-size 168" in capsys.readouterr().out
     for bad in ("150", "0"):

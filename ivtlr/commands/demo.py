@@ -41,7 +41,7 @@ from ..checkpoint import stage_checkpoints
 from ..backbones import BACKBONES
 from ..config import CurriculumConfig, TrainConfig
 from ..data.synth import generate
-from ..data.synth.config import STEP_STYLES, SynthConfig
+from ..data.synth.config import DOT_STYLES, STEP_STYLES, SynthConfig
 from ..evaluate import blind, run_eval, time_batch1
 from ..inference import load_inference
 from ..tasks import get_task
@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "steps, its middle one reads every cell on the way (hops - 1 of them)")
     parser.add_argument("--step-per-read", action="store_true", help="with --hops: one rationale step per read "
                         "(hops + 1 steps) and as many latent stages, instead of the authors' three steps")
+    parser.add_argument("--dot-style", choices=DOT_STYLES,
+                        help=f"the dots' shape (default: {SYNTH['dot_style']}; see ivtlr data synth)")
     parser.add_argument("--image-size", type=int, help="the board's image side in pixels (default 84: one image token "
                         "per cell); 168 gives every cell 2x2 image tokens, the quadrant dot exactly one of them")
     for f in dataclasses.fields(DemoRecipe):
@@ -394,9 +396,10 @@ def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe,
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
                  if getattr(args, f.name, None) is not None}
     recipe = replace(RECIPES[recipe_label(args)], **overrides)
-    if args.step_style:
-        recipe = replace(recipe, synth={**recipe.synth, "step_style": args.step_style})
-        overrides["step_style"] = args.step_style
+    for knob in ("step_style", "dot_style"):  # the benchmark's design, one knob each
+        if getattr(args, knob):
+            recipe = replace(recipe, synth={**recipe.synth, knob: getattr(args, knob)})
+            overrides[knob] = getattr(args, knob)
     if args.step_per_read and args.hops is None:
         parser.error("--step-per-read needs --hops (with the default 2 hops the rationale is one step per read)")
     if args.hops is not None:

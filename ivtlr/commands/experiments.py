@@ -163,6 +163,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _demo("demo-img168", "Board size in image tokens: the same 3x3 board drawn at 168 px, so every cell is 2x2 image "
           "tokens (36 in all, K x 3 = 3 of them) and its quadrant dot exactly one: does the top-K become a bottleneck "
           "that latent vision's content has to carry?", 0, "--image-size", "168"),
+    _demo("demo-img168-large", "The same 168 px board with large centred dots, so that each of a cell's 2x2 image "
+          "tokens shows its fill and part of its dot (with quadrant dots, the dot's token shows no fill).", 0,
+          "--image-size", "168", "--dot-style", "large"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
