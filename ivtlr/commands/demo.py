@@ -373,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(hops + 1 steps) and as many latent stages, instead of the authors' three steps")
     parser.add_argument("--dot-style", choices=DOT_STYLES,
                         help=f"the dots' shape (default: {SYNTH['dot_style']}; see ivtlr data synth)")
-    parser.add_argument("--image-size", type=int, help="the board's image side in pixels (default 84: one image token "
-                        "per cell); 168 gives every cell 2x2 image tokens, the quadrant dot exactly one of them")
+    parser.add_argument("--image-size", type=int, help="the board's image side in pixels, a multiple of 84 (default 84: "
+                        "on the Qwen backbones one 28 px image token per cell; 168: 2x2 tokens per cell, the quadrant "
+                        "dot exactly one of them)")
     for f in dataclasses.fields(DemoRecipe):
         if f.type in ("int", "float", "str") and f.name not in ("n_test",):
             parser.add_argument(f"--{f.name.replace('_', '-')}", type={"int": int, "float": float, "str": str}[f.type],
