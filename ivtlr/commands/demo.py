@@ -397,8 +397,12 @@ def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe,
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
                  if getattr(args, f.name, None) is not None}
     recipe = replace(RECIPES[recipe_label(args)], **overrides)
-    for knob in ("step_style", "dot_style"):  # the benchmark's design, one knob each
-        if getattr(args, knob):
+    grid = recipe.synth.get("grid", 3)
+    if args.image_size is not None and (args.image_size <= 0 or args.image_size % (28 * grid)):
+        parser.error(f"--image-size {args.image_size}: give a multiple of {28 * grid} px, so that each of the "
+                     f"board's {grid}x{grid} cells covers whole 28 px image tokens")
+    for knob in ("step_style", "dot_style", "image_size"):  # the benchmark's design, one knob each
+        if getattr(args, knob) is not None:
             recipe = replace(recipe, synth={**recipe.synth, knob: getattr(args, knob)})
             overrides[knob] = getattr(args, knob)
     if args.step_per_read and args.hops is None:
@@ -408,13 +412,6 @@ def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe,
         overrides["hops"] = args.hops
         if args.step_per_read:
             overrides["step_per_read"] = True
-    if args.image_size is not None:
-        grid = recipe.synth.get("grid", 3)
-        if args.image_size <= 0 or args.image_size % (28 * grid):
-            parser.error(f"--image-size {args.image_size}: give a multiple of {28 * grid} px, so that each of the "
-                         f"board's {grid}x{grid} cells covers whole 28 px image tokens")
-        recipe = replace(recipe, synth={**recipe.synth, "image_size": args.image_size})
-        overrides["image_size"] = args.image_size
     try:  # the benchmark's knobs and the trainings' configs are checked before anything is generated or trained
         SynthConfig(**recipe.synth)
         for phase in ("cot", "latent", "nocot"):
