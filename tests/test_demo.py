@@ -230,6 +230,7 @@ def test_latency_rounds_time_every_mode_in_turn_block_by_block():
     assert calls == [("a", 0, 2), ("b", 0, 2), ("a", 2, 3), ("b", 2, 3)] * 2
     assert ev.results["a"]["latency_s"] == 4.0 and ev.results["b"]["latency_s"] == 5.0  # medians of the six
     assert ev.results["a"]["latency_rounds"] == 2 and ev.results["a"]["latency_block"] == 2
+    assert ev.results["a"]["latency_questions"] == 3
 
 
 def test_the_time_target_shows_three_decimals_and_this_runs_timing_noise():

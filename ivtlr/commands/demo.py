@@ -15,7 +15,7 @@ Schedule on two cores::
     core 1:  stage 0 (CoT)  ───────────────►  latent stages 1-3 (recipe)   ─┐
     core 2:  No-CoT baseline ──────────────►  latent stages 1-3 (authors')  ─┴─►  evaluation, analysis, report
 
-``--quick`` runs a one-minute version (the test suite runs it end to end); the full size is the README's main
+``--quick`` runs a half-minute version (the test suite runs it end to end); the full size is the README's main
 command. Every figure in the report comes from this run.
 """
 
@@ -109,6 +109,10 @@ class DemoRecipe:
     """Generation batch of the validations, the test evaluation and the diagnostics: a speed knob only (a batch
     predicts what its questions predict one by one: tests/test_engine.py, and tests/test_demo.py on a trained
     demo model)."""
+    latency_rounds: int = 3
+    """Rounds of the batch-1 timing (``Evaluator.retime``); a row's latency is the median over all of them."""
+    latency_questions: int = 32
+    """Test questions timed at batch size 1 in each round (at most the test split's)."""
     cot_stop_after: int = 0
     """Stage 0 is selected by validation too: ``cot_epochs`` become a maximum, and stage 0 ends at the first
     validation at ``stop_at`` after this many epochs (``curriculum.stop_after``), with its best weights under
@@ -135,7 +139,7 @@ RECIPES = {
                        cot_stop_after=4, overtime_epochs=2),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
-                        n_val=8, val_every=4, stop_at=0.99, keep_best=True),
+                        n_val=8, val_every=4, stop_at=0.99, keep_best=True, latency_rounds=1, latency_questions=8),
 }
 
 
@@ -282,7 +286,7 @@ class Evaluator:
         self.checkpoints = checkpoints
         self.examples = list(get_task("synth").load(str(data), "test"))[:n_test]
         self.batch_size = batch_size
-        self.latency_rounds, self.latency_questions = latency_rounds, latency_questions
+        self.latency_rounds, self.latency_questions = latency_rounds, min(latency_questions, len(self.examples))
         self.latency_block = latency_block
         self._loaded: dict[str, object] = {}
         self._timers: dict[str, object] = {}  # row key -> (lo, hi) -> batch-1 seconds of questions lo..hi-1
@@ -330,6 +334,7 @@ class Evaluator:
             self.results[key]["latency_s"] = statistics.median(values)
             self.results[key]["latency_rounds"] = self.latency_rounds
             self.results[key]["latency_block"] = self.latency_block
+            self.results[key]["latency_questions"] = self.latency_questions
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -352,7 +357,7 @@ def with_hops(recipe: DemoRecipe, hops: int, per_read: bool = False) -> DemoReci
 def build_parser() -> argparse.ArgumentParser:
     """The demo's command line: its own flags and one override per field of the recipe."""
     parser = argparse.ArgumentParser(prog="ivtlr demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a one-minute version (the tests run it)")
+    parser.add_argument("--quick", action="store_true", help="a half-minute version (the tests run it; its batch-1 timing is 1 round of 8 questions)")
     parser.add_argument("--out", help="output folder, new or empty (default runs/demo; with --quick runs/demo-quick)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished demo in --out (deleted first)")
     parser.add_argument("--backbone", default="qwen2-vl", choices=list(BACKBONES),
@@ -527,7 +532,8 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
                    **{f"stage_{s}": p for s, p in stages.items()}}
     if recipe.authors:
         checkpoints["authors"] = stage_checkpoints(out / "authors")[recipe.max_latent_stage]
-    ev = Evaluator(checkpoints, data, recipe.n_test, batch_size=recipe.eval_batch_size)
+    ev = Evaluator(checkpoints, data, recipe.n_test, batch_size=recipe.eval_batch_size,
+                   latency_rounds=recipe.latency_rounds, latency_questions=recipe.latency_questions)
     for row in demo_rows(recipe):
         ev.run(row)
     mark("evaluation")

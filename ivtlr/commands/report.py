@@ -220,7 +220,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
         "option letter the question has; `official` is M3CoT's own judge, which only knows A-F; `reference` is the "
         "authors' lenient rule). AR steps = generated tokens per question. Latency = median wall time per question "
-        "at batch size 1 (32 questions" + _timing_protocol(results.get("ivtlr", {})) + "). Row keys are those of "
+        f"at batch size 1 ({results.get('ivtlr', {}).get('latency_questions', 32)} questions" + _timing_protocol(results.get("ivtlr", {})) + "). Row keys are those of "
         "results.json.",
         "",
         "## All modes",
