@@ -453,6 +453,22 @@ class Trainer:
         self.log(f"stage {stage}: its stop rule has not held by the end of epoch {epoch + 1}: overtime epoch "
                  f"{self.pos.overtime} of the run's {cur.overtime_epochs}")
 
+    def end_or_extra_epoch(self, epoch: int) -> None:
+        """At the end of stage 0's planned epochs (or of one of its extra epochs): validate, and end stage 0 here,
+        as without ``curriculum.cot_extra_epochs``, unless its stop rule has not held and its best validation is
+        still below ``curriculum.cot_extra_below``; then it trains its next epoch."""
+        cur = self.config.curriculum
+        self.last_validation = self.validate(0)
+        done = self.select(0, self.last_validation, finished_epoch=epoch)
+        best = self.pos.stage_best
+        if done or best is None or best >= cur.cot_extra_below:
+            self.pos.epoch = cur.stage_end(epoch) + 1
+            self.end_stage(0, validated=True)
+            return
+        self.log(f"stage 0: best validation {100 * best:.1f}% by the end of epoch {epoch + 1}, below "
+                 f"curriculum.cot_extra_below {100 * cur.cot_extra_below:.1f}%: it trains epoch {epoch + 2} (at most "
+                 f"{cur.stage0_epochs})")
+
     def fallen_from_best(self) -> tuple[float, float] | None:
         """(last, best) validation accuracy of the stage when the last one lies more than
         ``curriculum.overtime_within`` below the best (the same on every rank: ``select`` broadcast it); else None."""
@@ -552,6 +568,8 @@ class Trainer:
                 self.end_stage(stage, validated=True)
             elif cfg.curriculum.is_stage_end(epoch):
                 self.end_or_extend_stage(stage, epoch)
+            elif cfg.curriculum.is_extra(epoch + 1):
+                self.end_or_extra_epoch(epoch)
         if self.tb is not None:
             self.tb.close()
         self.log(f"done: {self.pos.step} steps; checkpoints in {self.out / 'checkpoints'}")

@@ -111,6 +111,8 @@ def test_overtime_goes_to_the_latent_stages_only(tmp_path):
     latent = train_config(recipe, tmp_path, tmp_path / "ivtlr", "qwen2-vl", 0, "latent", tmp_path).curriculum
     cot = train_config(recipe, tmp_path, tmp_path / "cot", "qwen2-vl", 0, "cot").curriculum
     assert (latent.overtime_epochs, latent.overtime_within) == (3, 0.1) and cot.overtime_epochs == 0
+    # and stage 0's extra epochs to stage 0's run only
+    assert (cot.cot_epochs, cot.cot_extra_epochs, cot.cot_extra_below) == (6, 2, 0.75) and latent.cot_extra_epochs == 0
 
 
 def test_authors_setting_overrides_the_recipe(tmp_path):

@@ -262,3 +262,53 @@ def test_validation_answers_with_the_latent_steps_of_the_stage_layout(tmp_path, 
     cfg.data.val_size, cfg.run.val_every, cfg.run.val_max_new_tokens = 2, 0, 4
     Trainer(cfg).run()
     assert seen == [0, 1, 2, 3, 3]  # one validation at each stage's end; stage 4 trains with 3 latents too
+
+
+def stage0_run(synth_val, out, monkeypatch, accuracies, **curriculum) -> tuple[list[int], dict[str, int]]:
+    seen = scripted(monkeypatch, accuracies)
+    Trainer(config(synth_val, out, stop_at=0.9, keep_best=True, **{"max_latent_stage": 0, "stage_epochs": None,
+                                                                    **curriculum})).run()
+    return seen, checkpoint_tags(out)
+
+
+@pytest.mark.parametrize("accuracies, stage0_end", [({}, 72), ({32: 0.6}, 48), ({16: 0.6}, 24), ({16: 0.95}, 24)],
+                         ids=["never-reads", "reads-in-extra-epoch-1", "reads-in-time", "stop-rule-in-time"])
+def test_stage0_trains_extra_epochs_only_while_below_its_floor(synth_val, tmp_path, monkeypatch, accuracies,
+                                                               stage0_end):
+    # stage 0 is planned for one epoch (steps 1-24) and may take two more (25-48, 49-72) while its best validation
+    # is below 50%; the decision validates at the end of each of its epochs
+    seen, tags = stage0_run(synth_val, tmp_path / "run", monkeypatch, accuracies, cot_extra_epochs=2,
+                            cot_extra_below=0.5)
+    assert tags["stage-0-end"] == stage0_end and len(loss_rows(tmp_path / "run")) == stage0_end
+    assert {24, 48} & set(seen) == {24, 48} & set(range(1, stage0_end + 1))
+
+
+def test_stage0_extra_epochs_are_a_longer_stage0_and_leave_a_stage0_in_time_bit_identical(synth_val, tmp_path,
+                                                                                          monkeypatch):
+    # below the floor throughout: the same weights as a stage 0 planned for 3 epochs (the same data orders)
+    _, extra = stage0_run(synth_val, tmp_path / "extra", monkeypatch, {}, cot_extra_epochs=2, cot_extra_below=0.5)
+    _, longer = stage0_run(synth_val, tmp_path / "longer", monkeypatch, {}, cot_epochs=3)
+    a, b = (weights(out / "checkpoints" / f"step-{tags['stage-0-end']:06d}")
+            for out, tags in ((tmp_path / "extra", extra), (tmp_path / "longer", longer)))
+    assert extra["stage-0-end"] == longer["stage-0-end"] == 72 and all(torch.equal(a[k], b[k]) for k in a)
+    # at its floor by the end of its planned epoch: the run of a stage 0 without extra epochs, bit for bit
+    _, with_extra = stage0_run(synth_val, tmp_path / "in-time", monkeypatch, {16: 0.6}, cot_extra_epochs=2,
+                               cot_extra_below=0.5)
+    _, without = stage0_run(synth_val, tmp_path / "plain", monkeypatch, {16: 0.6})
+    assert with_extra == without == {"stage-0-end": 24}
+    a, b = (weights(out / "checkpoints" / "step-000024") for out in (tmp_path / "in-time", tmp_path / "plain"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage0_extra_epochs_need_validation_a_run_of_stage0_alone_and_a_constant_schedule(synth_val, tmp_path):
+    alone = {"max_latent_stage": 0, "stage_epochs": None}
+    with pytest.raises(ValueError, match="needs curriculum.stop_at"):
+        config(synth_val, tmp_path / "a", cot_extra_epochs=2, **alone)
+    with pytest.raises(ValueError, match="cot_extra_below"):
+        config(synth_val, tmp_path / "b", stop_at=0.9, cot_extra_epochs=2, cot_extra_below=1.5, **alone)
+    with pytest.raises(ValueError, match="stage 0 alone"):
+        config(synth_val, tmp_path / "c", stop_at=0.9, cot_extra_epochs=2)  # goes on to stage 1
+    cfg = config(synth_val, tmp_path / "c", stop_at=0.9, cot_extra_epochs=2, **alone)
+    cfg.optim = type(cfg.optim)(**{**vars(cfg.optim), "schedule": "cosine"})
+    with pytest.raises(ValueError, match="schedule"):
+        cfg.check_sections()

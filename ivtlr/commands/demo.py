@@ -117,6 +117,11 @@ class DemoRecipe:
     """Stage 0 is selected by validation too: ``cot_epochs`` become a maximum, and stage 0 ends at the first
     validation at ``stop_at`` after this many epochs (``curriculum.stop_after``), with its best weights under
     ``keep_best`` (0: stage 0 trains its ``cot_epochs`` without validation)."""
+    cot_extra_epochs: int = 0
+    """With stage 0 selected by validation: epochs it may train past ``cot_epochs`` while its best validation is
+    below ``cot_extra_below`` (``curriculum.cot_extra_epochs``): a chain-of-thought that has not learnt to read
+    the board by its cap."""
+    cot_extra_below: float = 0.0
 
     @property
     def selects_stage0(self) -> bool:
@@ -136,7 +141,7 @@ RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(2, 2, 5), synth=SYNTH,
                        n_val=600, cot_n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True,
-                       cot_stop_after=4, overtime_epochs=2),
+                       cot_stop_after=4, cot_extra_epochs=2, cot_extra_below=0.75, overtime_epochs=2),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
                         n_val=8, val_every=4, stop_at=0.99, keep_best=True, latency_rounds=1, latency_questions=8),
@@ -158,7 +163,8 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
         if recipe.selects_stage0:
             cfg.data = replace(cfg.data, val_split="validation", val_size=recipe.cot_n_val or recipe.n_val)
             cur.update(stop_at=recipe.stop_at or None, stop_after=recipe.cot_stop_after, keep_best=recipe.keep_best,
-                       stop_patience=recipe.stop_patience)
+                       stop_patience=recipe.stop_patience, cot_extra_epochs=recipe.cot_extra_epochs,
+                       cot_extra_below=recipe.cot_extra_below)
     elif phase == "latent":
         cur.update(first_stage=1, epochs_per_stage=recipe.epochs_per_stage,
                    stage_epochs=list(recipe.stage_epochs) or None)
@@ -479,6 +485,9 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
             + (f"; its stage-0 run also validates (on the first {recipe.cot_n_val or recipe.n_val} validation "
                f"questions)\n# and stops at {100 * recipe.stop_at:.0f}% only after {recipe.cot_stop_after} epochs "
                "(curriculum.stop_after, which one config cannot set\n# for stage 0 alone)"
+               + (f", and trains up to {recipe.cot_extra_epochs} more epochs while its best validation is below "
+                  f"{100 * recipe.cot_extra_below:.0f}%\n# (curriculum.cot_extra_epochs, for a run of stage 0 alone)"
+                  if recipe.cot_extra_epochs else "")
                if recipe.selects_stage0 else "")
             + ". First write the data:\n"
             f"#   {data_cmd}\n"

@@ -199,7 +199,9 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
            else "")
         + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 "
         + (f"{recipe['cot_stop_after']} to {recipe['cot_epochs']} (it ends "
-           f"{ends + ',' if ends else f'at the first validation at {stop}'} after {recipe['cot_stop_after']} epochs)"
+           f"{ends + ',' if ends else f'at the first validation at {stop}'} after {recipe['cot_stop_after']} epochs"
+           + (f"; up to {recipe['cot_epochs'] + recipe['cot_extra_epochs']} while its best validation is below "
+              f"{100 * recipe['cot_extra_below']:.0f}%" if recipe.get('cot_extra_epochs') else "") + ")"
            if recipe.get('cot_stop_after') and recipe.get('stop_at') else f"{recipe['cot_epochs']}")
         + ", latent "
         f"stages {'/'.join(map(str, recipe.get('stage_epochs') or [recipe['epochs_per_stage']]))}, lr "
