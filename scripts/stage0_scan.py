@@ -4,11 +4,12 @@ the recipe's epoch cap (the demo's CoT target needs it, and no latent stage can 
     python scripts/stage0_scan.py OUT SEED [SEED ...] [--threads 1] [-- DEMO_FLAGS]
 
 For each seed it writes the demo's benchmark (OUT/sS/data) and trains the demo's stage 0 on it with the demo's
-own config (``train_config(RECIPES["full"], ..., "cot")``: the same training as ``ivtlr demo --seed S``'s
-``cot`` folder, one torch thread as there), then prints one row per seed from its metrics.jsonl: the validation
-accuracy at each validation, the best, the step stage 0 ended and the selected step. A seed already trained in
-OUT is summarised again, not retrained. Run two at once on two cores (one process per seed). DEMO_FLAGS are
-``ivtlr demo``'s recipe flags (e.g. ``-- --hidden 96``), applied as the demo applies them.
+own config (``train_config(recipe, ..., "cot")``: the same training as the ``cot`` folder of ``ivtlr demo --seed
+S``, on one torch thread as there). It prints one JSON line per seed (every validation), then a Markdown table:
+the first step whose validation reaches 75% (the recipe's cot_extra_below), the best validation, the step stage 0
+ended at, and the exact match of each written rationale step at its last validation. A seed already trained in
+OUT is summarised, not retrained. Run two at once on two cores (one process per seed). DEMO_FLAGS are ``ivtlr
+demo``'s recipe flags (e.g. ``-- --hidden 96``), applied as the demo applies them.
 """
 
 from __future__ import annotations
@@ -34,14 +35,26 @@ def train_stage0(recipe: DemoRecipe, out: Path, seed: int) -> None:
         Trainer(cfg).run()
 
 
-def summary(out: Path, seed: int) -> dict:
+def summary(out: Path, seed: int, floor: float) -> dict:
+    """One seed's stage 0 from its metrics.jsonl: its validations (step, accuracy), the first step at ``floor`` or
+    above, the best, the step it ended at, and the exact match of each written step at its last validation."""
     records = [json.loads(line) for line in (out / "cot" / "metrics.jsonl").read_text().splitlines()]
-    vals = [r for r in records if "val_accuracy" in r and "selected_step" not in r]
-    selected = next((r for r in records if "selected_step" in r), None)
-    last = max(r["step"] for r in records)
-    return {"seed": seed, "validations": [round(100 * r["val_accuracy"], 1) for r in vals],
-            "best": round(100 * max(r["val_accuracy"] for r in vals), 1), "last_step": last,
-            "selected_step": selected["selected_step"] if selected else None}
+    vals = [(r["step"], r["val_accuracy"]) for r in records if "val_accuracy" in r and "selected_step" not in r]
+    matches = [r["val_step_match"] for r in records if "val_step_match" in r]
+    return {"seed": seed, "validations": [[step, round(100 * acc, 1)] for step, acc in vals],
+            "first_at_floor": next((step for step, acc in vals if acc >= floor), None),
+            "best": round(100 * max(acc for _, acc in vals), 1), "end_step": max(r["step"] for r in records),
+            "step_match": [round(100 * m) for m in matches[-1]] if matches else None}
+
+
+def table(rows: list[dict], floor: float) -> str:
+    lines = [f"| seed | first validation at {100 * floor:.0f}% or more (step) | best validation (%) | stage 0 ended "
+             "(step) | exact match of written steps at the last validation (%) |", "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["seed"]):
+        match = " / ".join(map(str, r["step_match"])) if r["step_match"] else "-"
+        lines.append(f"| {r['seed']} | {r['first_at_floor'] or 'none'} | {r['best']:.1f} | {r['end_step']:,} | "
+                     f"{match} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -49,19 +62,20 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("seeds", type=int, nargs="+")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the demo's stage 0 uses 1)")
+    p.add_argument("--table", action="store_true", help="only print the Markdown table of the seeds given (trained "
+                   "in OUT already)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = p.parse_args(argv[:cut])
     demo = build_parser()
     recipe, _ = recipe_from_args(demo.parse_args(argv[cut + 1:]), demo)
-    torch.set_num_threads(args.threads)
-    for seed in args.seeds:
-        train_stage0(recipe, args.out / f"s{seed}", seed)
-        row = summary(args.out / f"s{seed}", seed)
-        print(json.dumps(row), flush=True)
-        with (args.out / "scan.jsonl").open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
+    floor = recipe.cot_extra_below or 0.75
+    if not args.table:
+        torch.set_num_threads(args.threads)
+        for seed in args.seeds:
+            train_stage0(recipe, args.out / f"s{seed}", seed)
+            print(json.dumps(summary(args.out / f"s{seed}", seed, floor)), flush=True)
+    print(table([summary(args.out / f"s{seed}", seed, floor) for seed in args.seeds], floor))
 
 if __name__ == "__main__":
     main()
