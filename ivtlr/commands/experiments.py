@@ -171,9 +171,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _demo("demo-img168-large", "The same 168 px board with large centred dots, so that each of a cell's 2x2 image "
           "tokens shows its fill and part of its dot (with quadrant dots, the dot's token shows no fill).", 0,
           "--image-size", "168", "--dot-style", "large"),
-    _demo("demo-s29-no-extra", "Seed 29, whose stage 0 validated 56.0% at best by the end of its 6 epochs (the only one "
-          "of seeds 18-29 below 75%; scripts/stage0_scan.py), without the recipe's extra stage-0 epochs: what does "
-          "a stage 0 that has not learnt to read cost the targets?", 29, *BEFORE_COT_EXTRA),
+    _demo("demo-s29-no-extra", "Seed 29, whose stage 0 validated 56.0% at best by the end of its 6 epochs (the only "
+          "one of seeds 18-29 below 75%; scripts/stage0_scan.py), without the recipe's extra stage-0 epochs: what "
+          "does a stage 0 that has not learnt to read cost the targets?", 29, *BEFORE_COT_EXTRA),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
