@@ -21,16 +21,25 @@ from pathlib import Path
 
 import torch
 
-from ivtlr.commands.demo import DemoRecipe, build_parser, recipe_from_args, train_config
-from ivtlr.data.synth import generate
+from ivtlr.checkpoint import stage_checkpoints
+from ivtlr.commands.demo import DemoRecipe, build_parser, recipe_from_args, train_config, write_benchmark
 from ivtlr.train import Trainer
 
 
+def finished(out: Path) -> bool:
+    """Whether ``out``'s stage 0 ran to its end (a folder left by a killed run is refused, not summarised)."""
+    cot = out / "cot"
+    if (cot / "checkpoints").is_dir() and 0 in stage_checkpoints(cot):
+        return True
+    if cot.exists():
+        raise SystemExit(f"{cot} holds a stage 0 that did not finish: delete {out} to train it again")
+    return False
+
+
 def train_stage0(recipe: DemoRecipe, out: Path, seed: int) -> None:
-    data = out / "data"
-    if not (out / "cot" / "metrics.jsonl").is_file():
-        generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, n_val=recipe.n_val, **recipe.synth)
-        cfg = train_config(recipe, data, out / "cot", "qwen2-vl", seed, "cot")
+    if not finished(out):
+        write_benchmark(recipe, out / "data", seed)
+        cfg = train_config(recipe, out / "data", out / "cot", "qwen2-vl", seed, "cot")
         cfg.run.progress = False
         Trainer(cfg).run()
 
@@ -69,13 +78,17 @@ def main() -> None:
     args = p.parse_args(argv[:cut])
     demo = build_parser()
     recipe, _ = recipe_from_args(demo.parse_args(argv[cut + 1:]), demo)
-    floor = recipe.cot_extra_below or 0.75
+    floor = recipe.cot_extra_below
+    missing = [seed for seed in args.seeds if args.table and not finished(args.out / f"s{seed}")]
+    if missing:
+        p.error(f"--table: no finished stage 0 in {args.out} for seed(s) {', '.join(map(str, missing))}")
     if not args.table:
         torch.set_num_threads(args.threads)
         for seed in args.seeds:
             train_stage0(recipe, args.out / f"s{seed}", seed)
             print(json.dumps(summary(args.out / f"s{seed}", seed, floor)), flush=True)
     print(table([summary(args.out / f"s{seed}", seed, floor) for seed in args.seeds], floor))
+
 
 if __name__ == "__main__":
     main()

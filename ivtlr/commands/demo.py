@@ -187,6 +187,11 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     return cfg
 
 
+def write_benchmark(recipe: DemoRecipe, data: Path, seed: int) -> None:
+    """The recipe's synthetic benchmark for ``seed`` (train, test and validation splits) in ``data``."""
+    generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, n_val=recipe.n_val, **recipe.synth)
+
+
 # ------------------------------------------------------------------------------------------------ training
 class Background:
     """``ivtlr train CONFIG`` in a child process (one core), its output in a log file."""
@@ -532,7 +537,7 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
         out.mkdir(parents=True, exist_ok=True)
         print(f"[1/5] synthetic benchmark: {recipe.n_train} train / {recipe.n_test} test questions -> {data}",
               flush=True)
-        generate(data, n_train=recipe.n_train, n_test=recipe.n_test, seed=seed, n_val=recipe.n_val, **recipe.synth)
+        write_benchmark(recipe, data, seed)
         mark("data")
         timings = train_all(recipe, data, out, backbone, seed, threads)
         mark("training")

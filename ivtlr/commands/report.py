@@ -165,12 +165,14 @@ def _after_training(meta: dict) -> str:
 
 
 def _timing_protocol(row: dict) -> str:
-    """How the report's latencies were timed (``Evaluator.retime``; older results: rounds of whole modes)."""
+    """How the report's latencies were timed (``Evaluator.retime``; older results: rounds of whole modes, 32
+    questions)."""
     rounds, block = row.get("latency_rounds", 1), row.get("latency_block")
+    questions = f"{row.get('latency_questions', 32)} questions"
     if block:
-        return (f", in {rounds} rounds that time every mode in turn on each block of {block} questions, after one "
+        return (f"{questions}, in {rounds} rounds that time every mode in turn on each block of {block} questions, after one "
                 "untimed question of the block, so that all modes see the same machine conditions")
-    return ", timed after 4 untimed ones" + (f", in {rounds} rounds that time every mode in turn, so that all modes "
+    return f"{questions}, timed after 4 untimed ones" + (f", in {rounds} rounds that time every mode in turn, so that all modes "
                                              "see the same machine conditions" if rounds > 1 else "")
 
 
@@ -222,7 +224,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"Accuracy in %, by each judge; the headline judge is `{judge}` (M3CoT's official procedure reading every "
         "option letter the question has; `official` is M3CoT's own judge, which only knows A-F; `reference` is the "
         "authors' lenient rule). AR steps = generated tokens per question. Latency = median wall time per question "
-        f"at batch size 1 ({results.get('ivtlr', {}).get('latency_questions', 32)} questions" + _timing_protocol(results.get("ivtlr", {})) + "). Row keys are those of "
+        "at batch size 1 (" + _timing_protocol(results.get("ivtlr", {})) + "). Row keys are those of "
         "results.json.",
         "",
         "## All modes",
