@@ -30,7 +30,7 @@ import torch
 from .batching import collate
 from .curriculum import encode_example, inference_sample
 from .engine import Intervention
-from .evaluate import predict, predict_runs, score_predictions, step_exact_match
+from .evaluate import predict, predict_runs, score_predictions, step_exact_match, written_steps
 
 #: name -> the intervention (applied per latent step and at all steps)
 INTERVENTIONS: dict[str, Intervention] = {
@@ -180,10 +180,32 @@ def _accuracy(inf, examples, records) -> float:
 
 
 def cot_step_match(cot, examples, batch_size: int, max_new_tokens: int) -> dict:
-    """The chain-of-thought model's written steps against the gold steps: exact match per step, and accuracy."""
+    """The chain-of-thought model's written steps against the gold steps: exact match per step, accuracy, and
+    (where the task has ground truth) ``by_source``, see ``step_match_by_source``."""
     records = predict(cot.engine, cot.encoder, _encode(cot, examples), 0, max_new_tokens, batch_size)
-    return {"exact_match": step_exact_match(cot.task, {ex.id: ex for ex in examples}, records),
-            "accuracy": _accuracy(cot, examples, records)}
+    out = {"exact_match": step_exact_match(cot.task, {ex.id: ex for ex in examples}, records),
+           "accuracy": _accuracy(cot, examples, records)}
+    truths = [cot.task.step_truth(ex) for ex in examples]
+    if examples and all(tr is not None for tr in truths):
+        out["by_source"] = step_match_by_source(cot.task, examples, truths, [r.output for r in records])
+    return out
+
+
+def step_match_by_source(task, examples, truths, outputs: list[str]) -> dict[str, dict[str, int]]:
+    """Which reads a chain-of-thought model has not learnt. Every written step j >= 2 whose step j - 1 is exactly
+    right starts from the content step j - 1 read (dots: the colour of the cell that step j must find). Per such
+    content: how many of those steps are exactly right, of how many. A content the model has not learnt to look up
+    shows as a low share while every other is near 100% (a stage 0 that plateaus below 100%)."""
+    table: dict[str, dict[str, int]] = {}
+    for ex, truth, output in zip(examples, truths, outputs):
+        gold, written = [g.strip() for g in task.steps(ex)], written_steps(output)
+        for j in range(1, min(len(gold), len(truth.content) + 1)):
+            if j >= len(written) or written[j - 1] != gold[j - 1]:
+                break
+            cell = table.setdefault(str(truth.content[j - 1]), {"right": 0, "of": 0})
+            cell["of"] += 1
+            cell["right"] += written[j] == gold[j]
+    return dict(sorted(table.items(), key=lambda kv: (kv[1]["right"] / kv[1]["of"], kv[0])))
 
 
 def attention_profile(inf, encoded, n_latents: int, batch_size: int, max_new_tokens: int) -> dict:
@@ -325,6 +347,11 @@ def format_markdown(result: dict) -> str:
         lines += [f"Chain-of-thought model (accuracy {pct(result['cot']['accuracy'])}%): exact match of its written "
                   "steps with the gold steps: " + ", ".join(f"step {j + 1} {pct(v)}%" for j, v in enumerate(em)) + ".",
                   ""]
+        if result["cot"].get("by_source"):
+            lines += ["Its written steps 2 onwards whose step before was right, by the content that step read (what "
+                      "the next step has to find), exactly right of all: " + ", ".join(
+                          f"{c} {pct(v['right'] / v['of'])}% of {v['of']}" for c, v in result["cot"]["by_source"].items())
+                      + ".", ""]
     if "interventions" in result:
         lines += ["### Interventions (accuracy %; unchanged: " + pct(result["accuracy"]) + ")", "",
                   "| intervention | " + " | ".join(f"step {t}" for t in range(1, n + 1)) + " | all steps |",

@@ -9,6 +9,7 @@ Training, ``eval``, ``infer``, ``analyze``, ``bench`` and the demo all ask ``pla
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -62,3 +63,16 @@ def place(dtype: str = "auto", device: str | torch.device | None = None, pretrai
             return Placement(dev, torch.float16, "pretrained weights on a GPU without bfloat16")
         return Placement(dev, torch.bfloat16, "pretrained weights on the CPU: half the memory of float32")
     return Placement(dev, torch.float32, "a tiny model" + (" on the CPU" if dev.type == "cpu" else " on a GPU without bfloat16"))
+
+
+def describe_cpu() -> str:
+    """The CPU's model and the vector instructions torch's kernels use on it, e.g. "AMD EPYC, AVX512". Float results
+    of the same computation can differ between CPUs (their math libraries pick other kernels, which round
+    differently), so a training run repeats exactly only on a CPU that computes alike."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{model or platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"

@@ -245,6 +245,38 @@ def test_answer_lead_targets_open_with_the_content_and_score_perfectly(tmp_path,
     assert score_file(wrong, judge="official_az", task="synth", quiet=True)["overall"]["official_az"]["accuracy"] == 0
 
 
+def test_step_match_by_source_finds_the_one_colour_a_chain_of_thought_cannot_look_up(tmp_path):
+    """A hand-made chain of thought, right everywhere except on the steps that have to find one colour's cell:
+    that colour scores 0% and every other 100%; a question whose first step is wrong counts nowhere."""
+    from ivtlr.analyze import step_match_by_source
+    from ivtlr.data.synth import generate
+    from ivtlr.tasks import get_task
+
+    generate(tmp_path / "d", 4, 60, seed=0, fixed_options=True, step_style="pairs", palette="wheel")
+    task = get_task("synth")
+    examples = task.load(str(tmp_path / "d"), "test")
+    truths = [task.step_truth(ex) for ex in examples]
+    lost = truths[0].content[0]  # the colour whose cell this model cannot find
+    outputs, expected = [], {}
+    for i, (ex, tr) in enumerate(zip(examples, truths)):
+        steps = [g.strip() for g in task.steps(ex)]
+        if i == 1:  # its first step is wrong: no later step of it counts
+            outputs.append("\n".join(["wrong"] + steps[1:]))
+            continue
+        for j in range(1, len(steps)):
+            source = tr.content[j - 1]
+            expected.setdefault(source, [0, 0])[1] += 1
+            if source == lost:
+                steps[j] = "blank"
+                break  # the next step starts from a wrong step: it does not count
+            expected[source][0] += 1
+        outputs.append("\n".join(steps + [task.answer_text(ex)]))
+    table = step_match_by_source(task, examples, truths, outputs)
+    assert {c: [v["right"], v["of"]] for c, v in table.items()} == expected
+    assert next(iter(table)) == lost and table[lost]["right"] == 0 < table[lost]["of"]
+    assert sum(v["of"] for v in table.values()) < 2 * len(examples)
+
+
 def test_a_broken_generator_config_is_named(tmp_path):
     from ivtlr.data.synth import generate
     from ivtlr.tasks import get_task
@@ -308,6 +340,7 @@ def test_analyze_end_to_end_on_a_tiny_run(tmp_path):
                                             "vision_zero"}
     assert set(result["interventions"]["h_zero"]) == {"1", "2", "all"}
     assert len(result["cot"]["exact_match"]) == 3 and len(result["scales"]["h_raw"]) == 2
+    assert "by_source" in result["cot"]  # the synthetic benchmark has ground truth
     for png in ("hit_rates.png", "probes.png", "interventions.png"):
         assert (tmp_path / "a" / png).stat().st_size > 1000
     assert "Selection hit rate" in (tmp_path / "a" / "analysis.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ivtlr.placement import place
+from ivtlr.placement import describe_cpu, place
 
 
 def test_asked_for_wins():
@@ -38,3 +38,10 @@ def test_bf16_gpu(monkeypatch):
 def test_unknown_dtype_is_named():
     with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
         place("fp8", "cpu")
+
+
+def test_the_cpu_is_named_with_the_kernels_torch_uses_on_it(monkeypatch):
+    name = describe_cpu()
+    assert name.endswith(", " + torch.backends.cpu.get_cpu_capability()) and len(name) > len(", AVX2")
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
+    assert describe_cpu().endswith(torch.backends.cpu.get_cpu_capability())  # no /proc/cpuinfo: platform's name

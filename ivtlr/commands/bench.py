@@ -32,7 +32,7 @@ from ..backbones import PRESETS, QWEN_7B_IDS, backbone_for, build_preset, family
 from ..batching import Sample, collate
 from ..cliargs import add_dataclass_flags, dataclass_from_args
 from ..engine import LatentConfig, LatentEngine
-from ..placement import place
+from ..placement import describe_cpu, place
 from ..backbones.qwen2vl import TINY_QWEN_IDS, TinyQwen2VLSpec, build_tiny_qwen2vl
 
 
@@ -303,7 +303,7 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 
 def _machine(cfg: BenchConfig) -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    return {"platform": platform.platform(), "processor": describe_cpu(),
             "torch": torch.__version__, "threads": cfg.threads or torch.get_num_threads(),
             "device": torch.cuda.get_device_name() if cfg.device.startswith("cuda") else "cpu",
             "placement": getattr(cfg, "placement", "")}

@@ -44,6 +44,7 @@ from ..data.synth import generate
 from ..data.synth.config import DOT_STYLES, STEP_STYLES, SynthConfig
 from ..evaluate import blind, run_eval, time_batch1
 from ..inference import load_inference
+from ..placement import describe_cpu
 from ..tasks import get_task
 from ..train import Trainer, check_latent_budget
 from .report import AUTHORS_LATENT, publish, write_report
@@ -578,7 +579,7 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
         "chance_by_kind": {k: sum(1 / len(e.choices) for e in ev.examples if e.topic == k)
                            / sum(e.topic == k for e in ev.examples) for k in kinds},
         "judge": final.task.judge_names[0], "seed": seed, "backbone": backbone, "threads": threads,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{platform.machine()} ({describe_cpu()}), {os.cpu_count()} cores, torch {torch.__version__}",
         "recipe": dataclasses.asdict(recipe), "train_seconds": timings, "wall_seconds": wall, "phase_seconds": phases,
         "evaluation_rerun": eval_only, "command": command_line(label, backbone, seed, overrides or {}),
     }
