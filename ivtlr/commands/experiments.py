@@ -174,6 +174,10 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _demo("demo-s29-no-extra", "Seed 29, whose stage 0 validated 56.0% at best by the end of its 6 epochs (the only "
           "one of seeds 18-29 below 75%; scripts/stage0_scan.py), without the recipe's extra stage-0 epochs: what "
           "does a stage 0 that has not learnt to read cost the targets?", 29, *BEFORE_COT_EXTRA),
+    _demo("demo-untied", "Untied embeddings (an output head of its own) on seed 0, on a CPU where the tied stage 0 "
+          "of seed 0 cannot find two colours' cells (71.5% at best), while the untied stage 0 alone reads every colour "
+          "by step 1,099 (scripts/stage0_scan.py): does the whole demo then meet the targets?", 0,
+          "--no-tie-embeddings"),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
     _recipe("rec-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
