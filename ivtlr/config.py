@@ -58,6 +58,9 @@ class ModelConfig:
     init_from: str | None = None
     """An ivtlr checkpoint folder to start from (its weights and tokenizer; the optimizer starts fresh), e.g. the
     latent stages (curriculum.first_stage 1) fine-tuned from a shared stage-0 chain-of-thought checkpoint."""
+    tie_on_init: bool = False
+    """With init_from: tie the loaded model's output head to its input embeddings, which keep their values
+    (``ivtlr.models.tie_embeddings``), e.g. latent stages trained tied from a stage 0 trained untied."""
 
     def __post_init__(self):
         family(self.backbone)  # raises ValueError naming the registered families
@@ -66,6 +69,8 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be >= 1")
         if self.tiny_hidden % self.tiny_heads:
             raise ValueError("model.tiny_hidden must be a multiple of model.tiny_heads")
+        if self.tie_on_init and self.init_from is None:
+            raise ValueError("model.tie_on_init ties the checkpoint of model.init_from: set model.init_from")
 
 
 @dataclass

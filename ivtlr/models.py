@@ -40,6 +40,15 @@ def build_tiny(cfg: ModelConfig, corpus: Iterable[str], seed: int):
     return fam.build_tiny(cfg, tokenizer, seed), tokenizer
 
 
+def tie_embeddings(model) -> None:
+    """Make ``model``'s output head the same parameter as its input embeddings, which keep their values (an untied
+    model's own head is dropped), and say so in its config, so that a checkpoint of it loads tied."""
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None and hasattr(config, "tie_word_embeddings"):
+            config.tie_word_embeddings = True
+    model.get_output_embeddings().weight = model.get_input_embeddings().weight
+
+
 def build_pretrained(cfg: ModelConfig, tokenizer, dtype: torch.dtype, log: Callable[[str], None]):
     """A pretrained model with the latent tokens added (rows initialised from ``init_latent_from``) and LoRA."""
     from transformers import AutoModelForImageTextToText

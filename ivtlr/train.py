@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .curriculum import Curriculum, EncodedExample, encode_example
 from .engine import LatentBatch, LatentEngine
 from .evaluate import predict, score_predictions, step_exact_match
-from .models import build_pretrained, build_tiny, load_model, task_corpus
+from .models import build_pretrained, build_tiny, load_model, task_corpus, tie_embeddings
 from .placement import choose_device, place
 from .tasks import get_task
 from .tokenizer import load_tokenizer
@@ -64,7 +64,12 @@ def build_model(cfg: TrainConfig, task, examples, device: torch.device, log):
     if cfg.model.init_from is not None:
         loaded = load_model(cfg.model.init_from, trainable=True, dtype=cfg.model.dtype, device=device)
         model, tokenizer = loaded.model, loaded.tokenizer
-        log(f"initialised from {cfg.model.init_from}: {sum(p.numel() for p in model.parameters()):,} parameters")
+        if cfg.model.tie_on_init:
+            if hasattr(model, "peft_config"):
+                raise ValueError(f"model.tie_on_init: {cfg.model.init_from} is a LoRA adapter; only full weights are tied")
+            tie_embeddings(model)
+        log(f"initialised from {cfg.model.init_from}: {sum(p.numel() for p in model.parameters()):,} parameters"
+            + (" (output head tied to the input embeddings)" if cfg.model.tie_on_init else ""))
     elif cfg.model.name_or_path is None:
         model, tokenizer = build_tiny(cfg.model, task_corpus(task, examples), cfg.optim.seed)
         log(f"tiny {cfg.model.backbone} from scratch: {sum(p.numel() for p in model.parameters()):,} parameters, "

@@ -72,3 +72,55 @@ def test_pretrained_model_gets_latent_tokens_and_language_model_lora(tmp_path):
     theirs = predict(engine, trainer.s.encoder, trainer.s.val, 1, 6)
     assert [r.output for r in ours] == [r.output for r in theirs]
     assert [r.selected for r in ours] == [r.selected for r in theirs]
+
+
+def test_tie_embeddings_keeps_the_input_embeddings_and_drops_the_head(tmp_path):
+    """scripts/tie_stage0.py: an untied tiny model tied, saved as a checkpoint and loaded again stays tied, with the
+    input embeddings it had (its own output head gone)."""
+    from ivtlr.checkpoint import save_checkpoint
+    from ivtlr.models import build_tiny, load_model, tie_embeddings
+
+    cfg = TrainConfig()
+    cfg.model.tiny_hidden, cfg.model.tiny_layers, cfg.model.tiny_heads, cfg.model.tiny_tie_embeddings = 32, 1, 2, False
+    model, tokenizer = build_tiny(cfg.model, ["red blue, the red cell has a blue dot"], seed=0)
+    embed = model.get_input_embeddings().weight.detach().clone()
+    assert not torch.equal(model.get_output_embeddings().weight, embed)  # untied: a head of its own
+    tie_embeddings(model)
+    path = save_checkpoint(tmp_path / "run", 1, model, tokenizer, cfg, {"stage": 0}, "stage-0-end", keep_last=1)
+    loaded = load_model(path).model
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+    assert torch.equal(loaded.get_input_embeddings().weight, embed)
+
+
+def test_tie_on_init_ties_an_untied_checkpoint_and_the_demo_unties_only_stage_0(tmp_path):
+    """model.tie_on_init (the demo's cot_untied): the latent stages start tied from an untied stage 0."""
+    import dataclasses
+
+    from ivtlr.checkpoint import save_checkpoint
+    from ivtlr.commands.demo import RECIPES, build_parser, recipe_from_args, train_config
+    from ivtlr.models import build_tiny
+    from ivtlr.train import build_model
+
+    cfg = TrainConfig()
+    cfg.model.tiny_hidden, cfg.model.tiny_layers, cfg.model.tiny_heads, cfg.model.tiny_tie_embeddings = 32, 1, 2, False
+    model, tokenizer = build_tiny(cfg.model, ["red blue, the red cell has a blue dot"], seed=0)
+    embed = model.get_input_embeddings().weight.detach().clone()
+    path = save_checkpoint(tmp_path / "run", 1, model, tokenizer, cfg, {"stage": 0}, "stage-0-end", keep_last=1)
+    for tie in (False, True):
+        cfg.model = dataclasses.replace(cfg.model, init_from=str(path), tie_on_init=tie)
+        got, _ = build_model(cfg, None, [], torch.device("cpu"), log=lambda m: None)
+        assert (got.get_output_embeddings().weight is got.get_input_embeddings().weight) == tie
+        assert torch.equal(got.get_input_embeddings().weight, embed)
+    with pytest.raises(ValueError, match="set model.init_from"):
+        dataclasses.replace(cfg.model, init_from=None, tie_on_init=True)
+
+    recipe = dataclasses.replace(RECIPES["full"], cot_untied=True)
+    cot, nocot = (train_config(recipe, tmp_path, tmp_path, "qwen2-vl", 0, p) for p in ("cot", "nocot"))
+    latent = train_config(recipe, tmp_path, tmp_path, "qwen2-vl", 0, "latent", path)
+    assert not cot.model.tiny_tie_embeddings and not cot.model.tie_on_init
+    assert latent.model.tie_on_init and latent.model.tiny_tie_embeddings and nocot.model.tiny_tie_embeddings
+    default = train_config(RECIPES["full"], tmp_path, tmp_path, "qwen2-vl", 0, "latent", path)
+    assert not default.model.tie_on_init
+    parser = build_parser()
+    with pytest.raises(SystemExit):  # untying stage 0 of an untied model means nothing: refused
+        recipe_from_args(parser.parse_args(["--cot-untied", "--no-tie-embeddings"]), parser)

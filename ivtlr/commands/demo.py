@@ -84,6 +84,9 @@ class DemoRecipe:
     """Learning-rate schedule after the warmup (constant, as the authors; or cosine per stage)."""
     tie_embeddings: bool = True
     """The tiny model's output head shares its input embeddings."""
+    cot_untied: bool = False
+    """With tie_embeddings: stage 0 trains with an output head of its own, and the latent stages start from it tied,
+    its input embeddings as the one matrix (``model.tie_on_init``; docs/latent-reasoning.md, "Stage 0 untied")."""
     synth: dict = field(default_factory=dict)
     """Knobs of the synthetic benchmark (``ivtlr.data.synth.SynthConfig``)."""
     max_latent_stage: int = 3
@@ -155,10 +158,15 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
                  init_from: Path | None = None, **latent):
     """The TrainConfig of one of the demo's trainings. ``phase``: "cot" (stage 0 only), "latent" (stages
     1..max from ``init_from``) or "nocot"."""
+    if recipe.cot_untied and not recipe.tie_embeddings:
+        raise ValueError("cot_untied unties stage 0 of a tied model: it needs tie_embeddings")
+    untied_cot = recipe.cot_untied and phase == "cot"
     cfg = TrainConfig()
     cfg.model = replace(cfg.model, backbone=backbone, tiny_hidden=recipe.hidden, tiny_layers=recipe.layers,
                         tiny_heads=recipe.heads if recipe.hidden >= 64 else 2, tiny_vocab=recipe.vocab,
-                        tiny_tie_embeddings=recipe.tie_embeddings, init_from=str(init_from) if init_from else None)
+                        tiny_tie_embeddings=recipe.tie_embeddings and not untied_cot,
+                        init_from=str(init_from) if init_from else None,
+                        tie_on_init=recipe.cot_untied and phase == "latent" and init_from is not None)
     cfg.data = replace(cfg.data, task="synth", source=str(data.resolve()), val_size=0)
     cur = dict(max_latent_stage=recipe.max_latent_stage, stage_mix_prob=recipe.stage_mix_prob)
     if phase == "cot":
