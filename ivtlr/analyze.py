@@ -348,10 +348,9 @@ def format_markdown(result: dict) -> str:
                   "steps with the gold steps: " + ", ".join(f"step {j + 1} {pct(v)}%" for j, v in enumerate(em)) + ".",
                   ""]
         if result["cot"].get("by_source"):
+            shares = [f"{c} {pct(v['right'] / v['of'])}% of {v['of']}" for c, v in result["cot"]["by_source"].items()]
             lines += ["Its written steps 2 onwards whose step before was right, by the content that step read (what "
-                      "the next step has to find), exactly right of all: " + ", ".join(
-                          f"{c} {pct(v['right'] / v['of'])}% of {v['of']}" for c, v in result["cot"]["by_source"].items())
-                      + ".", ""]
+                      "the next step has to find), exactly right of all: " + ", ".join(shares) + ".", ""]
     if "interventions" in result:
         lines += ["### Interventions (accuracy %; unchanged: " + pct(result["accuracy"]) + ")", "",
                   "| intervention | " + " | ".join(f"step {t}" for t in range(1, n + 1)) + " | all steps |",

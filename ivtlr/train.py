@@ -66,7 +66,8 @@ def build_model(cfg: TrainConfig, task, examples, device: torch.device, log):
         model, tokenizer = loaded.model, loaded.tokenizer
         if cfg.model.tie_on_init:
             if hasattr(model, "peft_config"):
-                raise ValueError(f"model.tie_on_init: {cfg.model.init_from} is a LoRA adapter; only full weights are tied")
+                raise ValueError(f"model.tie_on_init: {cfg.model.init_from} is a LoRA adapter; only full weights "
+                                 "are tied")
             tie_embeddings(model)
         log(f"initialised from {cfg.model.init_from}: {sum(p.numel() for p in model.parameters()):,} parameters"
             + (" (output head tied to the input embeddings)" if cfg.model.tie_on_init else ""))

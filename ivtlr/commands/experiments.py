@@ -179,8 +179,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
           "by step 1,099 (scripts/stage0_scan.py): does the whole demo then meet the targets?", 0,
           "--no-tie-embeddings"),
     *(_demo("demo-cot-untied" + (f"-s{seed}" if seed else ""), "Stage 0 untied, the latent stages tied "
-            f"(--cot-untied) on seed {seed}, whose tied stage 0 plateaus on the CPU of 2026-12-07 afternoon (one or two colours not "
-            "found), while stage 0 untied learns every colour and latent stages tied from it reached 100% "
+            f"(--cot-untied) on seed {seed}, whose tied stage 0 plateaus on the CPU of 2026-12-07 afternoon (one or "
+            "two colours not found), while stage 0 untied learns every colour and latent stages tied from it reached 100% "
             "(scripts/tie_stage0.py): do the targets hold through the demo itself, and in what time?", seed,
             "--cot-untied") for seed in (0, 25)),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "

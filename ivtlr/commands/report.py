@@ -176,6 +176,15 @@ def _timing_protocol(row: dict) -> str:
                                              "see the same machine conditions" if rounds > 1 else "")
 
 
+def _embeddings(recipe: dict) -> str:
+    """The report's words for a recipe whose embeddings are not tied throughout (none for the tied default)."""
+    if not recipe.get("tie_embeddings", True):
+        return "; untied embeddings"
+    if recipe.get("cot_untied"):
+        return "; stage 0 with an output head of its own, tied to its input embeddings for the latent stages"
+    return ""
+
+
 def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = None) -> Path:
     """Write ``out/report.md`` and the plots; returns the report's path."""
     judges = list(next(iter(results.values()))["accuracy"])
@@ -193,10 +202,8 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"Command: `{meta['command']}`"
         + (" (its evaluation re-run on the same checkpoints with `--eval-only`)" if meta.get("evaluation_rerun") else "")
         + f". Machine: {meta['machine']}. Backbone: tiny {meta['backbone']} trained from scratch (hidden "
-        f"{recipe['hidden']}, {recipe['layers']} layers"
-        + ("; untied embeddings" if not recipe.get("tie_embeddings", True) else "; stage 0 with an output head of its own, "
-           "tied to its input embeddings for the latent stages" if recipe.get("cot_untied") else "")
-        + f"); {recipe['n_train']} training and {recipe['n_test']} test "
+        f"{recipe['hidden']}, {recipe['layers']} layers{_embeddings(recipe)}); {recipe['n_train']} training and "
+        f"{recipe['n_test']} test "
         f"questions of the synthetic benchmark ({', '.join(f'{k}={v}' for k, v in recipe['synth'].items())}; chance "
         f"{100 * meta['chance']:.1f}%); K = {recipe['k']}; latent_grad {recipe['latent_grad']}, feedback_norm "
         f"{recipe['feedback_norm']}, order {recipe.get('order', AUTHORS_LATENT['order'])}"
