@@ -179,13 +179,13 @@ def _accuracy(inf, examples, records) -> float:
     return report.overall[report.judges[0]].accuracy
 
 
-def cot_step_match(cot, examples, batch_size: int, max_new_tokens: int) -> dict:
+def cot_step_match(cot, examples, truths: list, batch_size: int, max_new_tokens: int) -> dict:
     """The chain-of-thought model's written steps against the gold steps: exact match per step, accuracy, and
-    (where the task has ground truth) ``by_source``, see ``step_match_by_source``."""
+    (where every example has its ground truth in ``truths``, ``Task.step_truth``) ``by_source``, see
+    ``step_match_by_source``."""
     records = predict(cot.engine, cot.encoder, _encode(cot, examples), 0, max_new_tokens, batch_size)
     out = {"exact_match": step_exact_match(cot.task, {ex.id: ex for ex in examples}, records),
            "accuracy": _accuracy(cot, examples, records)}
-    truths = [cot.task.step_truth(ex) for ex in examples]
     if examples and all(tr is not None for tr in truths):
         out["by_source"] = step_match_by_source(cot.task, examples, truths, [r.output for r in records])
     return out
@@ -298,7 +298,8 @@ def run_analysis(inputs: AnalysisInputs, progress=print) -> dict:
                                         test_states, step_labels(task, inputs.test, truths if has_truth else []))
     if inputs.cot is not None:
         progress("analyze: chain-of-thought model, exact match per written step")
-        result["cot"] = cot_step_match(inputs.cot, inputs.test, inputs.batch_size, inputs.cot_max_new_tokens)
+        result["cot"] = cot_step_match(inputs.cot, inputs.test, truths, inputs.batch_size,
+                                     inputs.cot_max_new_tokens)
     if records:
         result["interventions"] = {}
         for key, recs in records.items():
