@@ -114,13 +114,19 @@ def test_tie_on_init_ties_an_untied_checkpoint_and_the_demo_unties_only_stage_0(
     with pytest.raises(ValueError, match="set model.init_from"):
         dataclasses.replace(cfg.model, init_from=None, tie_on_init=True)
 
-    recipe = dataclasses.replace(RECIPES["full"], cot_untied=True)
+    recipe = RECIPES["full"]  # the default: stage 0 untied, the latent stages and No-CoT tied
+    assert recipe.cot_untied and recipe.tie_embeddings and RECIPES["quick"].cot_untied
     cot, nocot = (train_config(recipe, tmp_path, tmp_path, "qwen2-vl", 0, p) for p in ("cot", "nocot"))
     latent = train_config(recipe, tmp_path, tmp_path, "qwen2-vl", 0, "latent", path)
     assert not cot.model.tiny_tie_embeddings and not cot.model.tie_on_init
     assert latent.model.tie_on_init and latent.model.tiny_tie_embeddings and nocot.model.tiny_tie_embeddings
-    default = train_config(RECIPES["full"], tmp_path, tmp_path, "qwen2-vl", 0, "latent", path)
-    assert not default.model.tie_on_init
+    tied = dataclasses.replace(recipe, cot_untied=False)  # the recipe before (--no-cot-untied): tied throughout
+    assert train_config(tied, tmp_path, tmp_path, "qwen2-vl", 0, "cot").model.tiny_tie_embeddings
+    assert not train_config(tied, tmp_path, tmp_path, "qwen2-vl", 0, "latent", path).model.tie_on_init
     parser = build_parser()
+    assert not recipe_from_args(parser.parse_args(["--no-cot-untied"]), parser)[0].cot_untied
+    untied, _ = recipe_from_args(parser.parse_args(["--no-tie-embeddings"]), parser)  # untied throughout
+    assert not untied.cot_untied
+    assert not train_config(untied, tmp_path, tmp_path, "qwen2-vl", 0, "latent", path).model.tie_on_init
     with pytest.raises(SystemExit):  # untying stage 0 of an untied model means nothing: refused
         recipe_from_args(parser.parse_args(["--cot-untied", "--no-tie-embeddings"]), parser)

@@ -86,7 +86,8 @@ class DemoRecipe:
     """The tiny model's output head shares its input embeddings."""
     cot_untied: bool = False
     """With tie_embeddings: stage 0 trains with an output head of its own, and the latent stages start from it tied,
-    its input embeddings as the one matrix (``model.tie_on_init``; docs/latent-reasoning.md, "Stage 0 untied")."""
+    its input embeddings as the one matrix (``model.tie_on_init``; docs/latent-reasoning.md, "Stage 0 untied"). The
+    full recipe's default: a tied stage 0 can plateau with one or two colours whose cell it never learns to find."""
     synth: dict = field(default_factory=dict)
     """Knobs of the synthetic benchmark (``ivtlr.data.synth.SynthConfig``)."""
     max_latent_stage: int = 3
@@ -147,10 +148,11 @@ RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(2, 2, 5), synth=SYNTH,
                        n_val=600, cot_n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True,
-                       cot_stop_after=4, cot_extra_epochs=2, cot_extra_below=0.75, overtime_epochs=2),
+                       cot_stop_after=4, cot_extra_epochs=2, cot_extra_below=0.75, overtime_epochs=2, cot_untied=True),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
-                        n_val=8, val_every=4, stop_at=0.99, keep_best=True, latency_rounds=1, latency_questions=8),
+                        n_val=8, val_every=4, stop_at=0.99, keep_best=True, latency_rounds=1, latency_questions=8,
+                        cot_untied=True),
 }
 
 
@@ -425,6 +427,8 @@ def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe,
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(DemoRecipe)
                  if getattr(args, f.name, None) is not None}
     recipe = replace(RECIPES[recipe_label(args)], **overrides)
+    if not recipe.tie_embeddings and "cot_untied" not in overrides:  # untied throughout: no stage 0 to untie
+        recipe = replace(recipe, cot_untied=False)
     grid = recipe.synth.get("grid", 3)
     if args.image_size is not None and (args.image_size <= 0 or args.image_size % (28 * grid)):
         parser.error(f"--image-size {args.image_size}: give a multiple of {28 * grid} px, so that each of the "
@@ -506,6 +510,9 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
                   f"{100 * recipe.cot_extra_below:.0f}%\n# (curriculum.cot_extra_epochs, for a run of stage 0 alone)"
                   if recipe.cot_extra_epochs else "")
                if recipe.selects_stage0 else "")
+            + (";\n# its stage 0 has an output head of its own, tied to the input embeddings for the latent stages\n"
+               "# (model.tie_on_init, which one config cannot do either: here every stage is tied)"
+               if recipe.cot_untied and recipe.tie_embeddings else "")
             + ". First write the data:\n"
             f"#   {data_cmd}\n"
             "# Run:  ivtlr train configs/demo-cpu.yaml\n")

@@ -96,6 +96,11 @@ def _latent(name, question, base="s0-demo", **train):
 BEFORE_COT_EXTRA = ("--cot-extra-epochs", "0")
 
 
+#: demo runs recorded before stage 0 was untied by default (``DemoRecipe.cot_untied``) trained a tied stage 0: their
+#: commands say so
+STAGE0_TIED = ("--no-cot-untied",)
+
+
 def _demo(name, question, seed=0, *flags):
     return Experiment(name, "demo", question, seed=seed, demo_flags=tuple(flags))
 
@@ -128,52 +133,57 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _latent("lat-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
     _latent("lat-epochs111", "One epoch per latent stage (313 optimizer steps each).",
             **{"curriculum.stage_epochs": [1, 1, 1]}),
-    _demo("demo-s0", "The demo's default recipe, seed 0: the base of the recipe experiments below."),
+    _demo("demo-s0", "The demo's default recipe, seed 0: the base of the recipe experiments below.", 0,
+          *STAGE0_TIED),
     _demo("demo-hops3", "Questions of 3 hops: the middle rationale step reads two cells, so latent step 2 has to do "
-          "two reads.", 0, "--hops", "3"),
+          "two reads.", 0, "--hops", "3", *STAGE0_TIED),
     _demo("demo-hops3-per-read", "Questions of 3 hops with one rationale step per read (4 steps, 4 latent stages): "
-          "does every latent step carry its read when none has to do two?", 0, "--hops", "3", "--step-per-read"),
+          "does every latent step carry its read when none has to do two?", 0, "--hops", "3", "--step-per-read",
+          *STAGE0_TIED),
     _demo("demo-hops3-per-read-s5", "The same on seed 5 (another benchmark, initialisation and data order).", 5,
-          "--hops", "3", "--step-per-read"),
+          "--hops", "3", "--step-per-read", *STAGE0_TIED),
     _demo("demo-hops4-per-read", "Questions of 4 hops (the longest chain of the 3x3 board), one step per read: 5 "
-          "steps, 5 latent stages.", 0, "--hops", "4", "--step-per-read"),
+          "steps, 5 latent stages.", 0, "--hops", "4", "--step-per-read", *STAGE0_TIED),
     _demo("demo-l3", "Model depth: a language model of 3 layers instead of the recipe's 4 (the recipe otherwise).",
-          0, "--layers", "3"),
-    _demo("demo-l6", "Model depth: 6 layers instead of 4.", 0, "--layers", "6", *BEFORE_COT_EXTRA),
-    _demo("demo-h96", "Model width: hidden size 96 instead of 128 (4 heads of 24).", 0, "--hidden", "96"),
-    _demo("demo-h192", "Model width: hidden size 192 instead of 128 (4 heads of 48).", 0, "--hidden", "192"),
+          0, "--layers", "3", *STAGE0_TIED),
+    _demo("demo-l6", "Model depth: 6 layers instead of 4.", 0, "--layers", "6", *BEFORE_COT_EXTRA, *STAGE0_TIED),
+    _demo("demo-h96", "Model width: hidden size 96 instead of 128 (4 heads of 24).", 0, "--hidden", "96", *STAGE0_TIED),
+    _demo("demo-h192", "Model width: hidden size 192 instead of 128 (4 heads of 48).", 0, "--hidden", "192",
+          *STAGE0_TIED),
     *(_demo(f"demo-h96-s{seed}", f"Hidden size 96 on seed {seed} (run as `ivtlr demo --seed {seed}` from a clean "
             "clone of commit 29a628b, which made 96 the default: the same configuration as this command).", seed,
-            "--hidden", "96", *(BEFORE_COT_EXTRA if seed in (3, 4) else ())) for seed in (1, 2, 3, 4, 5)),
+            "--hidden", "96", *(BEFORE_COT_EXTRA if seed in (3, 4) else ()), *STAGE0_TIED) for seed in (1, 2, 3, 4, 5)),
     _demo("demo-h96-s6", "Hidden size 96 on seed 6, the longest run of the default recipe (18.6 min: every epoch "
-          "cap and both overtime epochs): is the narrower model faster where it matters?", 6, "--hidden", "96"),
+          "cap and both overtime epochs): is the narrower model faster where it matters?", 6, "--hidden", "96",
+          *STAGE0_TIED),
     _demo("demo-h96-s10", "Hidden size 96 on seed 10 (the recipe's run: 17.1 min, stage 0 to its 6th epoch).", 10,
-          "--hidden", "96"),
+          "--hidden", "96", *STAGE0_TIED),
     _demo("demo-h96-s14", "Hidden size 96 on seed 14 (the recipe's run: 19.1 min, in a slow hour of the machine).",
-          14, "--hidden", "96"),
+          14, "--hidden", "96", *STAGE0_TIED),
     *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 on seed {seed}, whose stage 0 began to read the board only "
             "at its 6-epoch cap: with a cap of 8 epochs, does it learn to read, and do the targets hold?", seed,
-            "--hidden", "96", "--cot-epochs", "8") for seed in (3, 4)),
+            "--hidden", "96", "--cot-epochs", "8", *STAGE0_TIED) for seed in (3, 4)),
     *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 with a stage-0 cap of 8 epochs on seed {seed}, whose stage 0 "
-            "ran to the cap of 6 and passed: does the longer cap change it?", seed, "--hidden", "96", "--cot-epochs", "8")
+            "ran to the cap of 6 and passed: does the longer cap change it?", seed, "--hidden", "96", "--cot-epochs",
+            "8", *STAGE0_TIED)
       for seed in (2, 5)),
     _demo("demo-h96-cot8-s7", "Hidden size 96 with a stage-0 cap of 8 epochs on seed 7, which hidden 96 had not been "
-          "run on: do the targets hold on a new seed?", 7, "--hidden", "96", "--cot-epochs", "8"),
+          "run on: do the targets hold on a new seed?", 7, "--hidden", "96", "--cot-epochs", "8", *STAGE0_TIED),
     *(_demo(f"demo-h96-cot8-s{seed}", f"Hidden size 96 with a stage-0 cap of 8 epochs on seed {seed}, one of the five "
             "published seeds it had not run on: do the targets hold on every seed before it becomes the default?",
-            seed, "--hidden", "96", "--cot-epochs", "8") for seed in (8, 9, 11, 12, 13)),
+            seed, "--hidden", "96", "--cot-epochs", "8", *STAGE0_TIED) for seed in (8, 9, 11, 12, 13)),
     _demo("demo-h112-s6", "Hidden size 112 (4 heads of 28), between the recipe's 128 and 96, on seed 6, the recipe's "
           "longest run (18.6 min): how much faster is it where the 20-minute budget is tightest?", 6,
-          "--hidden", "112"),
+          "--hidden", "112", *STAGE0_TIED),
     _demo("demo-img168", "Board size in image tokens: the same 3x3 board drawn at 168 px, so every cell is 2x2 image "
           "tokens (36 in all, K x 3 = 3 of them) and its quadrant dot exactly one: does the top-K become a bottleneck "
-          "that latent vision's content has to carry?", 0, "--image-size", "168", *BEFORE_COT_EXTRA),
+          "that latent vision's content has to carry?", 0, "--image-size", "168", *BEFORE_COT_EXTRA, *STAGE0_TIED),
     _demo("demo-img168-large", "The same 168 px board with large centred dots, so that each of a cell's 2x2 image "
           "tokens shows its fill and part of its dot (with quadrant dots, the dot's token shows no fill).", 0,
-          "--image-size", "168", "--dot-style", "large"),
+          "--image-size", "168", "--dot-style", "large", *STAGE0_TIED),
     _demo("demo-s29-no-extra", "Seed 29, whose stage 0 validated 56.0% at best by the end of its 6 epochs (the only "
           "one of seeds 18-29 below 75%; scripts/stage0_scan.py), without the recipe's extra stage-0 epochs: what "
-          "does a stage 0 that has not learnt to read cost the targets?", 29, *BEFORE_COT_EXTRA),
+          "does a stage 0 that has not learnt to read cost the targets?", 29, *BEFORE_COT_EXTRA, *STAGE0_TIED),
     _demo("demo-untied", "Untied embeddings (an output head of its own) on seed 0, on a CPU where the tied stage 0 "
           "of seed 0 cannot find two colours' cells (71.5% at best), while the untied stage 0 alone reads every colour "
           "by step 1,099 (scripts/stage0_scan.py): does the whole demo then meet the targets?", 0,

@@ -177,12 +177,13 @@ def _timing_protocol(row: dict) -> str:
 
 
 def _embeddings(recipe: dict) -> str:
-    """The report's words for a recipe whose embeddings are not tied throughout (none for the tied default)."""
+    """The report's words for the recipe's embeddings: untied, stage 0 untied (the default), or tied throughout (the
+    recipe before stage 0 was untied, and every run recorded before it)."""
     if not recipe.get("tie_embeddings", True):
         return "; untied embeddings"
     if recipe.get("cot_untied"):
         return "; stage 0 with an output head of its own, tied to its input embeddings for the latent stages"
-    return ""
+    return "; tied embeddings in every stage, stage 0 too"
 
 
 def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = None) -> Path:
