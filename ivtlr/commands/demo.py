@@ -87,7 +87,7 @@ class DemoRecipe:
     cot_untied: bool = False
     """With tie_embeddings: stage 0 trains with an output head of its own, and the latent stages start from it tied,
     its input embeddings as the one matrix (``model.tie_on_init``; docs/latent-reasoning.md, "Stage 0 untied"). The
-    full recipe's default: a tied stage 0 can plateau with one or two colours whose cell it never learns to find."""
+    recipes' default: a tied stage 0 can plateau with one or two colours whose cell it never learns to find."""
     synth: dict = field(default_factory=dict)
     """Knobs of the synthetic benchmark (``ivtlr.data.synth.SynthConfig``)."""
     max_latent_stage: int = 3

@@ -133,7 +133,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _latent("lat-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
     _latent("lat-epochs111", "One epoch per latent stage (313 optimizer steps each).",
             **{"curriculum.stage_epochs": [1, 1, 1]}),
-    _demo("demo-s0", "The demo's default recipe, seed 0: the base of the recipe experiments below.", 0,
+    _demo("demo-s0", "The demo's default recipe of its day (stage 0 tied), seed 0: the base of the recipe experiments below.", 0,
           *STAGE0_TIED),
     _demo("demo-hops3", "Questions of 3 hops: the middle rationale step reads two cells, so latent step 2 has to do "
           "two reads.", 0, "--hops", "3", *STAGE0_TIED),
