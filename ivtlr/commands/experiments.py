@@ -133,8 +133,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     _latent("lat-k2", "K=2 image tokens per latent step (K x 3 = 6 of the board's 9).", **{"latent.k": 2}),
     _latent("lat-epochs111", "One epoch per latent stage (313 optimizer steps each).",
             **{"curriculum.stage_epochs": [1, 1, 1]}),
-    _demo("demo-s0", "The demo's default recipe of its day (stage 0 tied), seed 0: the base of the recipe experiments below.", 0,
-          *STAGE0_TIED),
+    _demo("demo-s0", "The demo's default recipe of its day (stage 0 tied), seed 0: the base of the recipe "
+          "experiments below.", 0, *STAGE0_TIED),
     _demo("demo-hops3", "Questions of 3 hops: the middle rationale step reads two cells, so latent step 2 has to do "
           "two reads.", 0, "--hops", "3", *STAGE0_TIED),
     _demo("demo-hops3-per-read", "Questions of 3 hops with one rationale step per read (4 steps, 4 latent stages): "
@@ -190,8 +190,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
           "--no-tie-embeddings"),
     *(_demo("demo-cot-untied" + (f"-s{seed}" if seed else ""), "Stage 0 untied, the latent stages tied "
             f"(--cot-untied) on seed {seed}, whose tied stage 0 plateaus on the CPU of 2026-12-07 afternoon (one or "
-            "two colours not found), while stage 0 untied learns every colour and latent stages tied from it reached 100% "
-            "(scripts/tie_stage0.py): do the targets hold through the demo itself, and in what time?", seed,
+            "two colours not found), while stage 0 untied learns every colour and latent stages tied from it reached "
+            "100% (scripts/tie_stage0.py): do the targets hold through the demo itself, and in what time?", seed,
             "--cot-untied") for seed in (0, 25)),
     _recipe("rec-control", "Nothing changed: the demo's latent training again, on one thread beside another "
             "experiment (the demo's own used two): how far the figures move without a change.", ),
