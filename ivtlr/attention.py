@@ -3,9 +3,10 @@
 IVT-LR selects image tokens by the attention of one query row (the row whose hidden state is fed back),
 averaged over all layers and heads. The authors run eager attention and keep every layer's full (B, H, S, S)
 map to read that one row. Here sdpa stays the attention implementation; an attention backend registered with
-transformers' ``AttentionInterface`` runs sdpa and, only while a ``LastRowRecorder`` is active, also
-computes the softmax of the chunk's last query row against all keys in the cache: O(H * L) per layer instead
-of O(H * L^2) memory.
+transformers' ``AttentionInterface`` runs sdpa and, only inside ``record_last_row()``, also keeps the
+chunk's last query row, the layer's keys (past + current) and its mask: references, no arithmetic. After the
+forward, ``mean_last_row`` computes the softmax of that row against all keys for every layer at once (one
+batched product instead of a dozen small ops per layer): O(H * L) per layer instead of O(H * L^2) memory.
 
 This module registers nothing at import time; ``register_lastrow_backend()`` is called by the backbones
 when they configure a model.
@@ -15,37 +16,51 @@ from __future__ import annotations
 
 import contextvars
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 
 BACKEND_NAME = "ivtlr_sdpa_lastrow"
 
 # The list that the attention backend appends to, per layer, while a recorder is active (else None).
-_ROWS: contextvars.ContextVar[list[torch.Tensor] | None] = contextvars.ContextVar("ivtlr_lastrow", default=None)
+_ROWS: contextvars.ContextVar[list[LastRow] | None] = contextvars.ContextVar("ivtlr_lastrow", default=None)
 _REGISTERED = False
 
 
-def _sdpa_lastrow_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward  # cached after 1st call
+class LastRow(NamedTuple):
+    """What one layer's last query row needs: read by ``mean_last_row`` before the next forward (a static cache
+    writes its keys in place)."""
 
-    out, _ = sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-    )
+    query: torch.Tensor  # (B, H, 1, Dh) the chunk's last query row, after the rotary embedding
+    key: torch.Tensor  # (B, H_kv, L_k, Dh) past + current keys
+    mask: torch.Tensor | None  # the layer's (B, 1 or H, t, >= L_k) mask, bool (True = attend) or additive
+    scale: float
+    groups: int  # query heads per key head
+
+
+def _sdpa_lastrow_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward  # cached after 1st call
+
+    groups = getattr(module, "num_key_value_groups", 1)
+    masked_chunk = attention_mask is not None and query.shape[2] > 1
+    if masked_chunk and groups > 1 and query.device.type == "cpu" and kwargs.get("position_bias") is None:
+        # A masked chunk on grouped key heads (a latent pass, a padded prompt): transformers repeats the keys and
+        # values for every query head; sdpa's own grouping reads them in place, several times faster on a CPU.
+        # (One-token steps keep transformers' path, which groups them already.)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask[..., :key.shape[-2]], dropout_p=dropout, scale=scaling,
+            enable_gqa=True,
+        ).transpose(1, 2).contiguous()
+    else:
+        out, _ = sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     if torch.compiler.is_compiling():  # the compiled decode step records nothing (and cannot read a ContextVar)
         return out, None
     rows = _ROWS.get()
     if rows is not None:
-        with torch.no_grad():
-            q = query[:, :, -1:, :]  # (B, H, 1, Dh): the chunk's last query row
-            k = repeat_kv(key, getattr(module, "num_key_value_groups", 1))  # (B, H, L_k, Dh), past + current
-            scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-            f32 = lambda t: t if t.dtype == torch.float32 else t.float()  # noqa: E731  (no op per layer in fp32)
-            s = torch.matmul(f32(q), f32(k).transpose(-1, -2)) * scale  # (B, H, 1, L_k)
-            if attention_mask is not None:
-                m = attention_mask[:, :, -1:, : k.shape[-2]]
-                s = torch.where(m, s, float("-inf")) if m.dtype == torch.bool else s + f32(m)
-            rows.append(s.softmax(-1)[:, :, 0])  # (B, H, L_k)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        rows.append(LastRow(query[:, :, -1:], key, attention_mask, scale, groups))
     return out, None
 
 
@@ -67,9 +82,9 @@ def register_lastrow_backend() -> str:
 
 
 @contextmanager
-def record_last_row() -> Iterator[list[torch.Tensor]]:
-    """Collect, for every attention layer run inside the block, the last query row's weights (B, H, L_k)."""
-    rows: list[torch.Tensor] = []
+def record_last_row() -> Iterator[list[LastRow]]:
+    """Collect, for every attention layer run inside the block, what its last query row needs (``LastRow``)."""
+    rows: list[LastRow] = []
     token = _ROWS.set(rows)
     try:
         yield rows
@@ -77,14 +92,37 @@ def record_last_row() -> Iterator[list[torch.Tensor]]:
         _ROWS.reset(token)
 
 
-def mean_last_row(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Average the recorded rows over layers and heads: (B, L_k). Raises if nothing was recorded."""
+def mean_last_row(rows: list[LastRow]) -> torch.Tensor:
+    """The recorded layers' last-row attention weights averaged over layers and heads: (B, L_k). Raises if nothing
+    was recorded.
+
+    Every layer at once: the softmax of q k^T * scale (masked) per layer and head, as sdpa weighs the values,
+    computed in float32."""
     if not rows:
         raise RuntimeError(
             "no attention rows were recorded: the language model does not run the "
             f"'{BACKEND_NAME}' attention backend (see Backbone.configure_attention)"
         )
-    return torch.stack(rows).mean(dim=(0, 2))
+    with torch.no_grad():
+        first = rows[0]
+        B, H, _, Dh = first.query.shape
+        L, groups = first.key.shape[-2], first.groups
+        q = torch.stack([r.query for r in rows]).float()  # (layers, B, H, 1, Dh)
+        k = torch.stack([r.key for r in rows]).float()  # (layers, B, H_kv, L, Dh)
+        # a query head h reads key head h // groups (transformers' repeat_kv), so group the heads instead of copying
+        s = torch.matmul(q.view(-1, B, H // groups, groups, Dh), k.transpose(-1, -2)).view(-1, B, H, L)
+        scales = [r.scale for r in rows]
+        s = s * (scales[0] if len(set(scales)) == 1 else s.new_tensor(scales)[:, None, None, None])
+        masks = [r.mask for r in rows]
+        if all(m is masks[0] for m in masks):  # one mask for every layer (or none)
+            masks = masks[:1]
+        if any(m is not None for m in masks):
+            some = next(m for m in masks if m is not None)
+            rows_ = [m[:, :, -1, :L] if m is not None else  # a layer without a mask attends to every key
+                     torch.full_like(some[:, :1, -1, :L], True if some.dtype == torch.bool else 0) for m in masks]
+            m = torch.stack(rows_)  # (layers or 1, B, 1 or H, L)
+            s = torch.where(m, s, float("-inf")) if m.dtype == torch.bool else s + m.float()
+        return s.softmax(-1).mean(dim=(0, 2))
 
 
 def attention_measures(row: torch.Tensor, vision: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:

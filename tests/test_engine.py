@@ -414,3 +414,56 @@ def test_state_dropout_zeroes_states_only_in_training():
 def test_state_dropout_out_of_range_is_refused(p):
     with pytest.raises(ValueError, match="state_dropout"):
         LatentConfig(state_dropout=p)
+
+
+# ------------------------------------------------------------------------------ the selection's attention row
+@pytest.mark.parametrize("kit", ALL)
+def test_captured_row_of_a_cached_chunk_equals_eager_attention(kit):
+    """The row the selection ranks by, captured on a KV cache after a left-padded prompt (grouped key heads, the
+    chunk's own causal mask), equals the mean over layers and heads of an eager forward's attention maps."""
+    from ivtlr.engine import _Sequence
+
+    bb = engine(kit.backbone(seed=3)).backbone  # configured: the capture backend
+    batch = collate([kit.sample(s, n_question=q) for s, q in ((1, 2), (2, 7))], kit.tokens.pad)  # padded: 5 apart
+    p = int((batch.input_ids[0] == kit.tokens.latent).nonzero()[0])
+    mask = batch.attention_mask[:, :p]
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[None]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        prompt = bb.embed_inputs(batch.input_ids, batch.vision)[:, :p]
+        chunk = torch.randn(2, 3, prompt.shape[-1]) * prompt.norm(dim=-1).mean()
+        seq = _Sequence(bb, use_cache=True)
+        seq.forward(prompt, mask, positions)
+        _, row = seq.forward(chunk, torch.ones(2, 3), record=True)
+        model = kit.model(seed=3)
+        model.set_attn_implementation("eager")
+        full_mask = torch.cat([mask, torch.ones(2, 3, dtype=mask.dtype)], 1)
+        out = model(inputs_embeds=torch.cat([prompt, chunk], 1), attention_mask=full_mask,
+                    position_ids=(full_mask.long().cumsum(-1) - 1).clamp(min=0), output_attentions=True)
+    expected = torch.stack([a[:, :, -1] for a in out.attentions]).mean(dim=(0, 2))  # (B, p + 3)
+    assert row.shape == expected.shape
+    assert torch.allclose(row, expected, atol=1e-6)
+    assert bool((row[0, :5] == 0).all()) and bool((row[1] > 0).all())  # the padding gets nothing
+
+
+def test_mean_last_row_groups_heads_and_masks_each_layer_as_its_own():
+    """Layers with their own masks (or none: every key), grouped key heads (query head h reads key head
+    h // groups), float32 softmax rows averaged over layers and heads: against a per-layer loop."""
+    from ivtlr.attention import LastRow, mean_last_row
+
+    g = torch.Generator().manual_seed(0)
+    B, H, Hkv, L, Dh = 2, 4, 2, 7, 8
+    masks = [None, torch.rand(B, 1, 3, L, generator=g) > 0.3, torch.rand(B, 1, 3, L, generator=g) > 0.5]
+    for m in masks[1:]:
+        m[..., -1, 0] = True  # every row attends to something
+    rows = [LastRow(torch.randn(B, H, 1, Dh, generator=g), torch.randn(B, Hkv, L, Dh, generator=g), m, 0.3, H // Hkv)
+            for m in masks]
+    expected = []
+    for r in rows:
+        s = r.query @ r.key.repeat_interleave(H // Hkv, dim=1).transpose(-1, -2) * r.scale  # (B, H, 1, L)
+        if r.mask is not None:
+            s = s.masked_fill(~r.mask[:, :, -1:], float("-inf"))
+        expected.append(s.softmax(-1)[:, :, 0])
+    assert torch.allclose(mean_last_row(rows), torch.stack(expected).mean(dim=(0, 2)), atol=1e-6)
+    with pytest.raises(RuntimeError, match="no attention rows"):
+        mean_last_row([])
