@@ -5,8 +5,9 @@ averaged over all layers and heads. The authors run eager attention and keep eve
 map to read that one row. Here sdpa stays the attention implementation; an attention backend registered with
 transformers' ``AttentionInterface`` runs sdpa and, only inside ``record_last_row()``, also keeps the
 chunk's last query row, the layer's keys (past + current) and its mask: references, no arithmetic. After the
-forward, ``mean_last_row`` computes the softmax of that row against all keys for every layer at once (one
-batched product instead of a dozen small ops per layer): O(H * L) per layer instead of O(H * L^2) memory.
+forward, ``mean_last_row`` computes that row's scores against all keys (one product per layer) and the softmax,
+masks and mean of every layer at once, instead of a dozen small ops per layer inside the forward: O(H * L) per layer
+instead of O(H * L^2) memory.
 
 This module registers nothing at import time; ``register_lastrow_backend()`` is called by the backbones
 when they configure a model.
@@ -96,8 +97,8 @@ def mean_last_row(rows: list[LastRow]) -> torch.Tensor:
     """The recorded layers' last-row attention weights averaged over layers and heads: (B, L_k). Raises if nothing
     was recorded.
 
-    Every layer at once: the softmax of q k^T * scale (masked) per layer and head, as sdpa weighs the values,
-    computed in float32."""
+    The softmax of q k^T * scale (masked) per layer and head, as sdpa weighs the values, computed in float32: one
+    product per layer, then every layer at once."""
     if not rows:
         raise RuntimeError(
             "no attention rows were recorded: the language model does not run the "
@@ -107,10 +108,11 @@ def mean_last_row(rows: list[LastRow]) -> torch.Tensor:
         first = rows[0]
         B, H, _, Dh = first.query.shape
         L, groups = first.key.shape[-2], first.groups
-        q = torch.stack([r.query for r in rows]).float()  # (layers, B, H, 1, Dh)
-        k = torch.stack([r.key for r in rows]).float()  # (layers, B, H_kv, L, Dh)
+        f32 = lambda t: t if t.dtype == torch.float32 else t.float()  # noqa: E731  (no copy in float32)
         # a query head h reads key head h // groups (transformers' repeat_kv), so group the heads instead of copying
-        s = torch.matmul(q.view(-1, B, H // groups, groups, Dh), k.transpose(-1, -2)).view(-1, B, H, L)
+        # the keys; one product per layer (stacking every layer's keys would hold them all at once), the rest batched
+        s = torch.stack([torch.matmul(f32(r.query).reshape(B, H // groups, groups, Dh), f32(r.key).transpose(-1, -2))
+                         .view(B, H, L) for r in rows])  # (layers, B, H, L)
         scales = [r.scale for r in rows]
         s = s * (scales[0] if len(set(scales)) == 1 else s.new_tensor(scales)[:, None, None, None])
         masks = [r.mask for r in rows]
