@@ -97,34 +97,29 @@ def mean_last_row(rows: list[LastRow]) -> torch.Tensor:
     """The recorded layers' last-row attention weights averaged over layers and heads: (B, L_k). Raises if nothing
     was recorded.
 
-    The softmax of q k^T * scale (masked) per layer and head, as sdpa weighs the values, computed in float32: one
-    product per layer, then every layer at once."""
+    The softmax of q k^T * scale (masked) per layer and head, as sdpa weighs the values, computed in float32: the
+    scores per layer (``_scores``), the softmax and the mean of every layer at once."""
     if not rows:
         raise RuntimeError(
             "no attention rows were recorded: the language model does not run the "
             f"'{BACKEND_NAME}' attention backend (see Backbone.configure_attention)"
         )
     with torch.no_grad():
-        first = rows[0]
-        B, H, _, Dh = first.query.shape
-        L, groups = first.key.shape[-2], first.groups
-        f32 = lambda t: t if t.dtype == torch.float32 else t.float()  # noqa: E731  (no copy in float32)
-        # a query head h reads key head h // groups (transformers' repeat_kv), so group the heads instead of copying
-        # the keys; one product per layer (stacking every layer's keys would hold them all at once), the rest batched
-        s = torch.stack([torch.matmul(f32(r.query).reshape(B, H // groups, groups, Dh), f32(r.key).transpose(-1, -2))
-                         .view(B, H, L) for r in rows])  # (layers, B, H, L)
-        scales = [r.scale for r in rows]
-        s = s * (scales[0] if len(set(scales)) == 1 else s.new_tensor(scales)[:, None, None, None])
-        masks = [r.mask for r in rows]
-        if all(m is masks[0] for m in masks):  # one mask for every layer (or none)
-            masks = masks[:1]
-        if any(m is not None for m in masks):
-            some = next(m for m in masks if m is not None)
-            rows_ = [m[:, :, -1, :L] if m is not None else  # a layer without a mask attends to every key
-                     torch.full_like(some[:, :1, -1, :L], True if some.dtype == torch.bool else 0) for m in masks]
-            m = torch.stack(rows_)  # (layers or 1, B, 1 or H, L)
-            s = torch.where(m, s, float("-inf")) if m.dtype == torch.bool else s + m.float()
-        return s.softmax(-1).mean(dim=(0, 2))
+        return torch.stack([_scores(r) for r in rows]).softmax(-1).mean(dim=(0, 2))  # (layers, B, H, L) -> (B, L)
+
+
+def _scores(row: LastRow) -> torch.Tensor:
+    """One layer's (B, H, L_k) float32 scores q k^T * scale of its last query row, masked. A query head h reads key
+    head h // groups (transformers' repeat_kv), so the heads are grouped instead of the keys copied."""
+    f32 = lambda t: t if t.dtype == torch.float32 else t.float()  # noqa: E731  (no copy in float32)
+    B, H, _, Dh = row.query.shape
+    L = row.key.shape[-2]
+    q = f32(row.query).reshape(B, H // row.groups, row.groups, Dh)
+    s = torch.matmul(q, f32(row.key).transpose(-1, -2)).view(B, H, L) * row.scale
+    if row.mask is None:
+        return s
+    m = row.mask[:, :, -1, :L]  # (B, 1 or H, L)
+    return torch.where(m, s, float("-inf")) if m.dtype == torch.bool else s + f32(m)
 
 
 def attention_measures(row: torch.Tensor, vision: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
