@@ -9,6 +9,7 @@ Training, ``eval``, ``infer``, ``analyze``, ``bench`` and the demo all ask ``pla
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 
@@ -63,6 +64,14 @@ def place(dtype: str = "auto", device: str | torch.device | None = None, pretrai
             return Placement(dev, torch.float16, "pretrained weights on a GPU without bfloat16")
         return Placement(dev, torch.bfloat16, "pretrained weights on the CPU: half the memory of float32")
     return Placement(dev, torch.float32, "a tiny model" + (" on the CPU" if dev.type == "cpu" else " on a GPU without bfloat16"))
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the OS has one (``taskset``, a container's
+    cpuset, a test worker pinned to one core), else every core of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def describe_cpu() -> str:

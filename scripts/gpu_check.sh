@@ -43,7 +43,7 @@ run() {  # run a command, echo it and its output into the report
 } > "$OUT.tmp"
 
 if [ "$DEVICE" = cuda ]; then
-    run $python -m pytest -q -m gpu tests/test_gpu.py
+    run $python -m pytest -q -n 0 -m gpu tests/test_gpu.py   # one process: the GPU is one device
 fi
 run $python -m ivtlr.commands bench "${model[@]}" --device "$DEVICE" --dtype "$DTYPE" \
     --image-size "$IMAGE" --latents 3 --k "$K" --new-tokens 10 --batch "$BATCH" --repeats "$REPEATS"

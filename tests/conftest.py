@@ -10,6 +10,20 @@ from ivtlr.train import Trainer
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/helpers.py
 torch.set_num_threads(1)  # tiny models: one thread is as fast and never oversubscribes
+os.environ["OMP_NUM_THREADS"] = "1"  # nor do the processes the tests start (trainings, benches, DDP ranks)
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...: the suite runs on every core (pytest -n)
+if _WORKER and hasattr(os, "sched_setaffinity"):
+    # one core per worker: a demo or bench inside a test sizes its threads by the cores it may use
+    # (ivtlr.placement.usable_cores), so two workers never run more threads than there are cores
+    _cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {_cores[int(_WORKER.removeprefix("gw")) % len(_cores)]})
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core this process may use."""
+    from ivtlr.placement import usable_cores
+
+    return usable_cores()
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from ivtlr.placement import describe_cpu, place
+from ivtlr.placement import describe_cpu, place, usable_cores
 
 
 def test_asked_for_wins():
@@ -45,3 +49,12 @@ def test_the_cpu_is_named_with_the_kernels_torch_uses_on_it(monkeypatch):
     assert name.endswith(", " + torch.backends.cpu.get_cpu_capability()) and len(name) > len(", AVX2")
     monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(OSError("no /proc")))
     assert describe_cpu().endswith(torch.backends.cpu.get_cpu_capability())  # no /proc/cpuinfo: platform's name
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_usable_cores_follow_the_affinity_mask():
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from ivtlr.placement import usable_cores; print(usable_cores())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1"
+    assert usable_cores() == len(os.sched_getaffinity(0))

@@ -44,7 +44,7 @@ from ..data.synth import generate
 from ..data.synth.config import DOT_STYLES, STEP_STYLES, SynthConfig
 from ..evaluate import blind, run_eval, time_batch1
 from ..inference import load_inference
-from ..placement import describe_cpu
+from ..placement import describe_cpu, usable_cores
 from ..tasks import get_task
 from ..train import Trainer, check_latent_budget
 from .report import AUTHORS_LATENT, publish, write_report
@@ -250,7 +250,7 @@ def train_all(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: in
               + (f"recipe: {recipe.authors}; the authors' setting trains beside it, log: {authors.log})"
                  if authors else "the authors' setting)"), flush=True)
         if authors is None:  # nothing trains beside it: the latent stages get both cores' threads
-            torch.set_num_threads(min(2 * threads, os.cpu_count() or 1))
+            torch.set_num_threads(min(2 * threads, usable_cores()))
         t0 = time.perf_counter()
         Trainer(train_config(recipe, data, out / "ivtlr", backbone, seed, "latent", stage0)).run()
         torch.set_num_threads(threads)
@@ -531,7 +531,8 @@ def command_line(label: str, backbone: str, seed: int, overrides: dict) -> str:
 
 def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: int, label: str,
              eval_only: bool = False, overrides: dict | None = None, overwrite: bool = False) -> int:
-    threads = threads or (1 if (os.cpu_count() or 1) <= 2 else min(8, os.cpu_count() // 2))
+    cores = usable_cores()
+    threads = threads or (1 if cores <= 2 else min(8, cores // 2))
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
     phases: dict[str, float] = {}  # wall seconds of each part of this run, in order (results.json's meta)
@@ -557,7 +558,7 @@ def run_demo(recipe: DemoRecipe, out: Path, backbone: str, seed: int, threads: i
         mark("data")
         timings = train_all(recipe, data, out, backbone, seed, threads)
         mark("training")
-    torch.set_num_threads(max(threads, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(max(threads, min(2, cores)))
     print("[4/5] evaluation on the test split", flush=True)
     stages = stage_checkpoints(out / "ivtlr")
     checkpoints = {"stage0": stage_checkpoints(out / "cot")[0], "final": stages[recipe.max_latent_stage],
