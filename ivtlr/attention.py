@@ -111,15 +111,14 @@ def mean_last_row(rows: list[LastRow]) -> torch.Tensor:
 def _scores(row: LastRow) -> torch.Tensor:
     """One layer's (B, H, L_k) float32 scores q k^T * scale of its last query row, masked. A query head h reads key
     head h // groups (transformers' repeat_kv), so the heads are grouped instead of the keys copied."""
-    f32 = lambda t: t if t.dtype == torch.float32 else t.float()  # noqa: E731  (no copy in float32)
     B, H, _, Dh = row.query.shape
     L = row.key.shape[-2]
-    q = f32(row.query).reshape(B, H // row.groups, row.groups, Dh)
-    s = torch.matmul(q, f32(row.key).transpose(-1, -2)).view(B, H, L) * row.scale
+    q = row.query.float().reshape(B, H // row.groups, row.groups, Dh)  # .float() is no copy in float32
+    s = torch.matmul(q, row.key.float().transpose(-1, -2)).view(B, H, L) * row.scale
     if row.mask is None:
         return s
     m = row.mask[:, :, -1, :L]  # (B, 1 or H, L)
-    return torch.where(m, s, float("-inf")) if m.dtype == torch.bool else s + f32(m)
+    return torch.where(m, s, float("-inf")) if m.dtype == torch.bool else s + m.float()
 
 
 def attention_measures(row: torch.Tensor, vision: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
