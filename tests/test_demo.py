@@ -248,3 +248,13 @@ def test_the_time_target_shows_three_decimals_and_this_runs_timing_noise():
     results["blind_ivtlr"] = row(20.0, steps=4.0)  # a shorter answer is another computation
     assert timing_spread(results) == "; the same computation (random patches) timed up to 10% apart"
     assert timing_spread({"ivtlr": row(35.7), "cot": row(107.0, 50.0)}) == ""
+
+
+def test_negative_threads_are_refused_before_anything_runs(tmp_path, capsys):
+    import pytest
+
+    from ivtlr.commands.demo import main
+
+    with pytest.raises(SystemExit):
+        main(["--quick", "--threads", "-3", "--out", str(tmp_path / "demo")])
+    assert "--threads -3" in capsys.readouterr().err and not (tmp_path / "demo").exists()

@@ -429,6 +429,8 @@ def recipe_from_args(args, parser: argparse.ArgumentParser) -> tuple[DemoRecipe,
     recipe = replace(RECIPES[recipe_label(args)], **overrides)
     if not recipe.tie_embeddings and "cot_untied" not in overrides:  # untied throughout: no stage 0 to untie
         recipe = replace(recipe, cot_untied=False)
+    if args.threads < 0:
+        parser.error(f"--threads {args.threads}: give a number of threads, or 0 for the demo's own choice")
     grid = recipe.synth.get("grid", 3)
     if args.image_size is not None and (args.image_size <= 0 or args.image_size % (28 * grid)):
         parser.error(f"--image-size {args.image_size}: give a multiple of {28 * grid} px, so that each of the "
