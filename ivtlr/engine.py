@@ -50,6 +50,12 @@ class LatentConfig:
     """detach: no gradient through the fed-back hidden state (authors). full: backprop through it (Coconut)."""
     order: Literal["vision_first", "text_first"] = "vision_first"
     """Per latent step: [z_t, h_t] (authors' code) or [h_t, z_t] (the paper's formula)."""
+    selection: Literal["behind", "ahead"] = "behind"
+    """Which attention row picks z_t. behind (authors): the row of the position whose state is h_t, the position
+    that has just done the previous step's read. ahead (outside the method; needs ``order="text_first"``): h_t is
+    appended first and its own slot's row picks z_t, which follows it: the patch is what latent step t's position
+    reads, and the next fed-back state comes from the patch's position (one more pass of one position per
+    step). Measured in docs/latent-reasoning.md ("Does latent vision carry anything?")."""
     patch_order: Literal["reference", "score", "raster"] = "score"
     """Order of the K embeddings inside z_t. reference: what ``torch.topk(sorted=False)`` returns on CPU for the
     image-span slice of the score row (reproduces the authors' code); score: descending attention; raster:
@@ -87,12 +93,16 @@ class LatentConfig:
             ("positions", ("sequential", "mrope")),
             ("latent_grad", ("detach", "full")),
             ("order", ("vision_first", "text_first")),
+            ("selection", ("behind", "ahead")),
             ("patch_order", ("reference", "score", "raster")),
             ("feedback_norm", ("none", "embedding")),
             ("decode", ("eager", "compiled")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.selection == "ahead" and self.order != "text_first":
+            raise ValueError("selection='ahead' picks z_t with the row of h_t's own slot, so z_t follows h_t: it "
+                             "needs order='text_first'")
 
     @property
     def k_effective(self) -> int:
@@ -427,13 +437,18 @@ class LatentEngine:
             positions = self.backbone.mrope_positions(batch.input_ids, batch.attention_mask, batch.vision)
         else:
             positions = (batch.attention_mask.long().cumsum(-1) - 1).clamp(min=0)[None]
-        record = layout.n_max > 0 and (self.config.k_effective > 0 or attention)
+        record = layout.n_max > 0 and (self._needs_row() or attention)
         if p == 0:
             raise ValueError("the batch has no prompt before the first latent slot")
         vision = self.backbone.image_mask(batch.input_ids[:, :p]) & batch.attention_mask[:, :p].bool()
         _, scores = seq.forward(embeds[:, :p], batch.attention_mask[:, :p], positions[..., :p], record=record,
                                 vision=vision)
         return seq, embeds, scores
+
+    def _needs_row(self) -> bool:
+        """Whether the selection reads the attention row of the position whose state is fed back (the prompt's
+        last row, then each latent chunk's): latent vision with ``selection="behind"``."""
+        return self.config.k_effective > 0 and self.config.selection == "behind"
 
     def _select(self, scores: torch.Tensor, layout: _Layout, picked: list[torch.Tensor], active: list[bool],
                 vision: str | None = None, generator: torch.Generator | None = None):
@@ -492,23 +507,28 @@ class LatentEngine:
                 h = (noise * (h.float().norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True))).to(h.dtype)
         return h
 
-    def _latent_chunk(self, seq, embeds, layout, offsets, t, intervention=None
+    def _latent_chunk(self, seq, embeds, layout, offsets, t, intervention=None, state=True, patches=True
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The embeddings [z_t, h_t] (or the configured variant) appended by latent step t, their mask, and which
-        of them are image embeddings."""
+        """The embeddings [z_t, h_t] (or the configured order) appended by latent step t, their mask, and which of
+        them are image embeddings. ``selection="ahead"`` appends them in two passes: h_t alone (``patches=False``),
+        then z_t alone (``state=False``)."""
         B, D = embeds.shape[0], embeds.shape[-1]
-        h = self._feedback(seq.last_hidden, t, intervention)  # (B, D) the fed-back hidden state
-        h = h[:, None].to(embeds.dtype)  # (B, 1, D)
+        parts, flags = [], []
+        if state:
+            h = self._feedback(seq.last_hidden, t, intervention)  # (B, D) the fed-back hidden state
+            parts.append(h[:, None].to(embeds.dtype))  # (B, 1, D)
+            flags.append(False)
         k = self.config.k_effective
-        if k:
+        if patches and k:
             pos = torch.stack([layout.image_pos[b][offsets[b]] for b in range(B)])  # (B, K)
             z = embeds.gather(1, pos[..., None].expand(B, k, D))  # (B, K, D) selected image embeddings
             if intervention is not None and intervention.vision == "zero" and intervention.applies(t):
                 z = torch.zeros_like(z)  # the slots stay, their content goes
-            chunk = torch.cat([z, h] if self.config.order == "vision_first" else [h, z], 1)
-            flags = [True] * k + [False] if self.config.order == "vision_first" else [False] + [True] * k
-        else:
-            chunk, flags = h, [False]
+            if self.config.order == "vision_first":
+                parts, flags = [z, *parts], [True] * k + flags
+            else:
+                parts, flags = [*parts, z], flags + [True] * k
+        chunk = torch.cat(parts, 1)
         active = torch.tensor([nb >= t for nb in layout.n], device=embeds.device)
         vision = torch.tensor(flags, device=embeds.device)[None].expand(B, -1)
         return chunk, active[:, None].expand(B, chunk.shape[1]), vision
@@ -533,31 +553,38 @@ class LatentEngine:
         if prefix is None:
             seq, embeds, scores = self._prefill(batch, layout, analyse, max_len)
         else:
-            needs_scores = layout.n_max > 0 and (self.config.k_effective > 0 or analyse)
+            needs_scores = layout.n_max > 0 and (self._needs_row() or analyse)
             seq, embeds, scores = prefix.resume(batch, self._prompt_options(), max_len, needs_scores)
         B = batch.input_ids.shape[0]
         picked = [torch.zeros(len(pos), dtype=torch.bool, device=embeds.device) for pos in layout.image_pos]
         selected: list[list[list[int]]] = [[] for _ in range(B)]
         states: list[torch.Tensor] = []
         pending = None
+        ahead = self.config.selection == "ahead" and self.config.k_effective > 0
         for t in range(1, layout.n_max + 1):
             active = [nb >= t for nb in layout.n]
             if analyse:
                 attention.append(attention_measures(scores, seq.vision, seq.mask))
+            states.append(seq.last_hidden)
+            rows = scores  # behind: the row of the position whose state is h_t picks z_t
+            if ahead:  # h_t is appended first, and its own slot's row picks z_t
+                chunk, chunk_mask, vision = self._latent_chunk(seq, embeds, layout, None, t, intervention,
+                                                               patches=False)
+                _, rows = seq.forward(chunk, chunk_mask, record=True, vision=vision)
             offsets = None
             if self.config.k_effective:
-                vision = intervention.vision if intervention is not None and intervention.applies(t) else None
-                generator = intervention.generator(embeds.device, t) if vision == "random" else None
-                offsets = self._select(scores, layout, picked, active, vision, generator)
+                swap = intervention.vision if intervention is not None and intervention.applies(t) else None
+                generator = intervention.generator(embeds.device, t) if swap == "random" else None
+                offsets = self._select(rows, layout, picked, active, swap, generator)
                 for b in range(B):
                     if active[b]:
                         selected[b].append(offsets[b].tolist())
-            states.append(seq.last_hidden)
-            chunk, chunk_mask, vision = self._latent_chunk(seq, embeds, layout, offsets, t, intervention)
+            chunk, chunk_mask, vision = self._latent_chunk(seq, embeds, layout, offsets, t, intervention,
+                                                           state=not ahead)
             if t == layout.n_max:
                 pending = (chunk, chunk_mask, vision)
             else:
-                _, scores = seq.forward(chunk, chunk_mask, record=self.config.k_effective > 0 or analyse, vision=vision)
+                _, scores = seq.forward(chunk, chunk_mask, record=self._needs_row() or analyse, vision=vision)
         return seq, layout, pending, selected, states
 
     def _run_rest(self, seq: _Sequence, layout: _Layout, pending):

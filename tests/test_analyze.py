@@ -73,8 +73,8 @@ def _spy(eng, batch, monkeypatch, intervention=None):
     chunks, seen = [], []
     chunk_fn, select_fn = LatentEngine._latent_chunk, LatentEngine._select
 
-    def chunk_spy(self, *args):
-        chunk, *rest = chunk_fn(self, *args)
+    def chunk_spy(self, *args, **kw):
+        chunk, *rest = chunk_fn(self, *args, **kw)
         chunks.append(chunk.detach().clone())
         return (chunk, *rest)
 

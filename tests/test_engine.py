@@ -17,6 +17,10 @@ WITH_POSITIONS = [pytest.param(kit, positions, id=f"{name}-{positions}") for nam
                   for positions in ("sequential", "mrope") if positions == "sequential" or kit.supports_mrope]
 
 
+AHEAD = {"order": "text_first", "selection": "ahead"}  # z_t picked by the row of h_t's own slot (outside the method)
+SELECTIONS = [pytest.param({}, id="behind"), pytest.param(AHEAD, id="ahead")]
+
+
 def engine(backbone, **kw):
     return LatentEngine(backbone, LatentConfig(**{"k": 2, **kw}))
 
@@ -31,27 +35,29 @@ def lora_grads(backbone):
 
 
 # ------------------------------------------------------------------------------ cached == recomputed
+@pytest.mark.parametrize("options", SELECTIONS)
 @pytest.mark.parametrize("kit,positions", WITH_POSITIONS)
-def test_cached_generation_equals_recomputation(kit, positions):
+def test_cached_generation_equals_recomputation(kit, positions, options):
     bb = kit.backbone()
     grids = kit.grids((3, 4), (2, 3))
     batch = collate([kit.sample(s, grid=g, n_question=q) for s, g, q in zip((1, 2), grids, (5, 9))], kit.tokens.pad)
-    fast = engine(bb, positions=positions).generate(batch, 6)
-    slow = engine(bb, positions=positions, use_cache=False).generate(batch, 6)
+    fast = engine(bb, positions=positions, **options).generate(batch, 6)
+    slow = engine(bb, positions=positions, use_cache=False, **options).generate(batch, 6)
     assert fast.selected == slow.selected
     assert torch.equal(fast.sequences, slow.sequences)
     assert (fast.first_logits - slow.first_logits).abs().max() < TOL
 
 
+@pytest.mark.parametrize("options", SELECTIONS)
 @pytest.mark.parametrize("latent_grad", ["detach", "full"])
 @pytest.mark.parametrize("kit", ALL)
-def test_cached_training_equals_recomputation_with_lora_gradients(kit, latent_grad):
+def test_cached_training_equals_recomputation_with_lora_gradients(kit, latent_grad, options):
     bb = kit.backbone(lora=True)
     batch = train_batch(kit)
     results = []
     for use_cache in (True, False):
         bb.model.zero_grad()
-        out = engine(bb, latent_grad=latent_grad, use_cache=use_cache).forward(batch)
+        out = engine(bb, latent_grad=latent_grad, use_cache=use_cache, **options).forward(batch)
         out.loss.backward()
         results.append((out, lora_grads(bb)))
     (fast, g_fast), (slow, g_slow) = results
@@ -64,10 +70,11 @@ def test_cached_training_equals_recomputation_with_lora_gradients(kit, latent_gr
 
 
 # ---------------------------------------------------------------------------- batched == one-by-one
+@pytest.mark.parametrize("options", SELECTIONS)
 @pytest.mark.parametrize("kit,positions", WITH_POSITIONS)
-def test_batched_generation_equals_one_by_one(kit, positions):
+def test_batched_generation_equals_one_by_one(kit, positions, options):
     bb = kit.backbone(seed=3)
-    eng = engine(bb, positions=positions)
+    eng = engine(bb, positions=positions, **options)
     grids = kit.grids((3, 4), (2, 3), (4, 4))
     samples = [kit.sample(s, grid=g, n_pre=pre, n_question=q) for s, g, pre, q in
                zip((4, 5, 6), grids, (3, 1, 6), (5, 12, 2))]
@@ -88,13 +95,14 @@ SHARED_PREFIX_RUNS = [None, Intervention(state="zero", steps=(2,)), Intervention
                       Intervention(vision="lowest", steps=(3,)), Intervention(vision="zero")]
 
 
+@pytest.mark.parametrize("options", SELECTIONS)
 @pytest.mark.parametrize("kit,cache", [pytest.param(kit, cache, id=f"{name}-{cache}") for name, kit in KITS.items()
                                        for cache in ("dynamic", "recompute", "static")])
-def test_runs_from_one_shared_prefix_equal_runs_that_prefill(kit, cache):
+def test_runs_from_one_shared_prefix_equal_runs_that_prefill(kit, cache, options):
     """Every run of a batch from one ``prefill`` (the analysis' interventions, with the attention measures too)
     gives exactly what a generate that runs its own prompt gives: the prefix is copied, never consumed."""
     bb = kit.backbone(seed=3)
-    eng = engine(bb, use_cache=cache != "recompute", decode="compiled" if cache == "static" else "eager")
+    eng = engine(bb, use_cache=cache != "recompute", decode="compiled" if cache == "static" else "eager", **options)
     samples = [kit.sample(s, grid=g, n_pre=pre, n_question=q, n_latent=n) for s, g, pre, q, n in
                zip((4, 5, 6), kit.grids((3, 4), (2, 3), (4, 4)), (3, 1, 6), (5, 12, 2), (3, 2, 3))]
     batch = collate(samples, kit.tokens.pad)
@@ -118,11 +126,12 @@ def test_runs_from_one_shared_prefix_equal_runs_that_prefill(kit, cache):
     with pytest.raises(ValueError, match="attention=True"):
         engine(bb, k=0).generate(batch, 5, attention=True, prefix=engine(bb, k=0).prefill(batch, 5))
 
+@pytest.mark.parametrize("options", SELECTIONS)
 @pytest.mark.parametrize("kit", ALL)
-def test_batched_training_with_different_latent_counts_equals_one_by_one(kit):
+def test_batched_training_with_different_latent_counts_equals_one_by_one(kit, options):
     """A sample with fewer latent slots than the batch gets masked dummy chunks: same loss as alone."""
     bb = kit.backbone(seed=5)
-    eng = engine(bb)
+    eng = engine(bb, **options)
     grids = kit.grids((3, 4), (2, 3), (3, 3), (2, 2))
     samples = [kit.sample(s, grid=g, n_question=q, n_latent=n, n_rest=r) for s, g, q, n, r in
                zip((7, 8, 9, 10), grids, (5, 9, 2, 4), (3, 1, 2, 0), (6, 4, 9, 5))]
@@ -179,9 +188,9 @@ def _fed_back_states(eng, batch, monkeypatch):
     seen = []
     original = LatentEngine._latent_chunk
 
-    def spy(self, seq, *args):
+    def spy(self, seq, *args, **kw):
         seen.append(seq.last_hidden)
-        return original(self, seq, *args)
+        return original(self, seq, *args, **kw)
 
     monkeypatch.setattr(LatentEngine, "_latent_chunk", spy)
     out = eng.forward(batch)
@@ -221,8 +230,8 @@ def _chunks(eng, batch, monkeypatch):
     chunks = []
     original = LatentEngine._latent_chunk
 
-    def spy(self, *args):
-        chunk, *rest = original(self, *args)
+    def spy(self, *args, **kw):
+        chunk, *rest = original(self, *args, **kw)
         chunks.append(chunk.detach())
         return (chunk, *rest)
 
@@ -264,6 +273,41 @@ def test_each_ablation_changes_exactly_what_it_says(kit, monkeypatch):
     # every switch changes the answer logits
     for kw in ({"latent_text": False}, {"latent_vision": False}, {"order": "text_first"}):
         assert (engine(bb, **kw).generate(batch, 1).first_logits - full.first_logits).abs().max() > 1e-4, kw
+
+
+@pytest.mark.parametrize("kit", ALL)
+def test_ahead_selection_picks_with_the_row_of_the_fed_back_states_own_slot(kit, monkeypatch):
+    """selection="ahead", recomputed by hand with an eager forward: step 1 appends h_1 (the prompt's last state)
+    alone, the top-K of h_1's slot's attention row (mean over layers and heads) are the patches appended after
+    it, and the next fed-back state is the last patch's. The authors' selection ranks by the prompt's row."""
+    bb = kit.backbone(seed=3)
+    batch = collate([kit.sample(21, grid=(3, 4))], kit.tokens.pad)
+    out, chunks = _chunks(engine(bb, **AHEAD), batch, monkeypatch)
+    assert [c.shape[1] for c in chunks] == [1, 2, 1, 2, 1, 2]  # per step: h_t alone, then its K = 2 patches
+    p = int((batch.input_ids[0] == kit.tokens.latent).nonzero()[0])
+    model = kit.model(seed=3)
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        embeds = bb.embed_inputs(batch.input_ids, batch.vision)
+
+        def run(x):
+            n = x.shape[1]
+            o = model(inputs_embeds=x, attention_mask=torch.ones(1, n, dtype=torch.long),
+                      position_ids=torch.arange(n)[None], output_attentions=True, output_hidden_states=True)
+            return o.hidden_states[-1][:, -1], torch.stack([a[:, :, -1] for a in o.attentions]).mean(dim=(0, 2))
+
+        h1, prompt_row = run(embeds[:, :p])
+        assert torch.allclose(chunks[0][0, 0], h1[0], atol=1e-5)
+        image = bb.image_mask(batch.input_ids[:, :p])[0].nonzero()[:, 0]
+        _, row = run(torch.cat([embeds[:, :p], h1[:, None]], 1))
+        assert out.selected[0][0] == row[0, image].topk(2).indices.tolist()
+        assert torch.equal(chunks[1][0], embeds[0, image[out.selected[0][0]]])
+        h2, _ = run(torch.cat([embeds[:, :p], h1[:, None], chunks[1]], 1))
+        assert torch.allclose(chunks[2][0, 0], h2[0], atol=1e-5)
+    behind = engine(bb, order="text_first").generate(batch, 2)
+    assert behind.selected[0][0] == prompt_row[0, image].topk(2).indices.tolist()
+    with pytest.raises(ValueError, match="text_first"):
+        LatentConfig(selection="ahead")
 
 
 @pytest.mark.parametrize("kit", ALL)
