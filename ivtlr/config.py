@@ -266,6 +266,10 @@ class CurriculumConfig:
 class OptimConfig:
     lr: float = 4e-5
     """Learning rate (authors: 4e-5, constant)."""
+    latent_lr: float = 0.0
+    """Learning rate of the latent stages (stage >= 1), whose optimizer starts anew at each stage (0: ``lr`` for
+    every stage, as the authors). The CPU demo's recipe trains them at 3e-4 after stage 0 at 1e-3
+    (docs/latent-reasoning.md)."""
     schedule: Literal["constant", "cosine"] = "constant"
     """constant (authors) or cosine decay over each stage, both after the warmup."""
     warmup_steps: int = 0
@@ -282,6 +286,8 @@ class OptimConfig:
     """Seed of the model init, data order and stage mixing."""
 
     def __post_init__(self):
+        if self.latent_lr < 0:
+            raise ValueError(f"optim.latent_lr must be >= 0 (0: optim.lr), got {self.latent_lr}")
         if self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.grad_clip < 0:
             raise ValueError("optim: lr > 0, batch_size >= 1, grad_accum >= 1, grad_clip >= 0")
 
@@ -342,6 +348,9 @@ class TrainConfig:
         if (cur.stop_at is not None or cur.keep_best) and not (self.run.val_every and self.data.val_size):
             raise ValueError("curriculum.stop_at and curriculum.keep_best select by validation: they need "
                              "run.val_every > 0 and data.val_size > 0")
+        if self.optim.latent_lr and not cur.reset_optimizer:
+            raise ValueError("optim.latent_lr sets the rate of each latent stage's new optimizer: it needs "
+                             "curriculum.reset_optimizer true")
         for key in ("overtime_epochs", "cot_extra_epochs"):
             if getattr(cur, key) and self.optim.schedule != "constant":
                 raise ValueError(f"curriculum.{key} trains past a stage's planned steps, where the "

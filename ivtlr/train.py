@@ -238,8 +238,9 @@ class Trainer:
     def new_optimizer(self) -> None:
         cfg = self.config.optim
         params = [p for p in self.s.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         cur = self.config.curriculum
+        lr = cfg.latent_lr if cfg.latent_lr and cur.stage(self.pos.epoch) >= 1 else cfg.lr
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         if cur.reset_optimizer:  # a schedule per stage, restarted with the optimizer
             total = self.steps_per_stage(cur.stage(self.pos.epoch))
         else:  # one schedule over the whole run

@@ -213,6 +213,18 @@ def test_overtime_needs_a_stop_rule_and_a_constant_schedule(synth_val, tmp_path)
         TrainConfig.from_dict(cfg)
 
 
+def test_a_latent_learning_rate_needs_a_new_optimizer_per_stage(synth_val, tmp_path):
+    cfg = config(synth_val, tmp_path / "bad").to_dict()
+    cfg["optim"]["latent_lr"] = 1e-4
+    TrainConfig.from_dict(cfg)
+    cfg["curriculum"]["reset_optimizer"] = False
+    with pytest.raises(ValueError, match="latent_lr .* needs curriculum.reset_optimizer"):
+        TrainConfig.from_dict(cfg)
+    cfg["optim"]["latent_lr"] = -1.0
+    with pytest.raises(ValueError, match="latent_lr must be >= 0"):
+        TrainConfig.from_dict(cfg)
+
+
 @pytest.mark.parametrize("keep_best", [True, False])
 def test_keep_best_ends_the_stage_with_its_best_validated_weights(synth_val, tmp_path, monkeypatch, keep_best):
     seen = scripted(monkeypatch, {56: 0.8})  # the best validation of stage 1 (steps 25-72)

@@ -50,7 +50,8 @@ def ivtlr(*args) -> list[str]:
 
 
 def test_tiny_run_trains_through_all_stages(synth_dir, tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", synth_dir, tmp_path / "run", data={"val_size": 4})
+    cfg = write_config(tmp_path / "c.yaml", synth_dir, tmp_path / "run", data={"val_size": 4},
+                       optim={"latent_lr": 1e-3})
     done = subprocess.run(ivtlr("train", str(cfg)), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / "run"
@@ -58,6 +59,7 @@ def test_tiny_run_trains_through_all_stages(synth_dir, tmp_path):
     stages = sorted({r["stage"] for r in rows if "loss" in r})
     assert stages == [0, 1, 2]
     assert [r["stage"] for r in rows if "val_accuracy" in r] == [0, 1, 2]
+    assert {(r["stage"], r["lr"]) for r in rows if "loss" in r} == {(0, 3e-3), (1, 1e-3), (2, 1e-3)}  # latent_lr
     steps = losses(run)
     assert len(steps) == 3 * 24 and steps[72] < steps[1]
     tags = [json.loads((p / "meta.json").read_text())["tag"] for p in sorted((run / "checkpoints").iterdir())]
