@@ -1,7 +1,7 @@
 """The demo's latent stages 1-3 again, from the stage-0 checkpoint of a finished ``ivtlr demo`` run, with one
 latent option changed: how the experiments on the order of [z_t, h_t] in docs/latent-reasoning.md were run.
 
-    python scripts/latent_from_stage0.py DEMO_RUN OUT SEED [--order text_first] [--latent-grad full] ...
+    python scripts/latent_from_stage0.py DEMO_RUN OUT SEED [--order text_first] [--selection ahead] ...
 
 DEMO_RUN is an ``ivtlr demo --out`` folder (its ``data`` and ``cot`` are used); OUT receives the run (checkpoints,
 metrics.jsonl). Evaluate it with ``ivtlr analyze --checkpoint OUT/checkpoints/<last> --data DEMO_RUN/data``.
@@ -27,13 +27,16 @@ def main() -> None:
     p.add_argument("out", type=Path)
     p.add_argument("seed", type=int)
     p.add_argument("--order", choices=("vision_first", "text_first"))
+    p.add_argument("--selection", choices=("behind", "ahead"), help="ahead needs --order text_first")
     p.add_argument("--latent-grad", choices=("detach", "full"))
     p.add_argument("--feedback-norm", choices=("none", "embedding"))
+    p.add_argument("--k", type=int, help="image tokens per latent step (the recipe's: 1)")
+    p.add_argument("--lr", type=float, help="learning rate of the latent stages (the recipe's: 1e-3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the demo's latent stages use 2 when "
                    "nothing trains beside them)")
     args = p.parse_args()
-    changes = {k: v for k, v in (("order", args.order), ("latent_grad", args.latent_grad),
-                                 ("feedback_norm", args.feedback_norm)) if v is not None}
+    changes = {k: v for k, v in (("order", args.order), ("selection", args.selection), ("latent_grad", args.latent_grad),
+                                 ("feedback_norm", args.feedback_norm), ("k", args.k), ("lr", args.lr)) if v is not None}
     stages = stage_checkpoints(args.demo_run / "cot")
     if 0 not in stages:
         p.error(f"{args.demo_run / 'cot'} has no stage-0 checkpoint (run `ivtlr demo --out {args.demo_run}` first)")

@@ -127,19 +127,23 @@ def test_authors_setting_overrides_the_recipe(tmp_path):
     assert cfg.latent.k == recipe.k and cfg.model.init_from == str(tmp_path)
 
 
-def test_recipe_order_reaches_the_training_and_the_authors_row(tmp_path):
-    """--order text_first trains the recipe with [h_t, z_t] and the authors' row beside it with [z_t, h_t]."""
+def test_recipe_latents_reach_the_training_and_the_authors_row(tmp_path):
+    """The recipe trains [h_t, z_t] with the look-ahead selection at its latent learning rate, and the authors' row
+    beside it [z_t, h_t] with the authors' selection at the stage-0 rate; a recipe with the authors' semantics has
+    no such row."""
     from dataclasses import replace
 
-    from ivtlr.commands.demo import AUTHORS_LATENT, RECIPES, demo_rows, train_config
+    from ivtlr.commands.demo import AUTHORS_LATENT, RECIPES, authors_recipe, demo_rows, train_config
 
-    recipe = replace(RECIPES["full"], order="text_first")
-    assert recipe.authors == {"order": "text_first"} and RECIPES["full"].authors == {}
-    assert train_config(recipe, tmp_path, tmp_path / "r", "qwen2-vl", 0, "latent", tmp_path).latent.order == "text_first"
-    authors = train_config(recipe, tmp_path, tmp_path / "a", "qwen2-vl", 0, "latent", tmp_path, **AUTHORS_LATENT)
-    assert authors.latent.order == "vision_first"
+    recipe = RECIPES["full"]
+    assert recipe.authors == {"order": "text_first", "selection": "ahead"}
+    mine = train_config(recipe, tmp_path, tmp_path / "r", "qwen2-vl", 0, "latent", tmp_path)
+    assert (mine.latent.order, mine.latent.selection, mine.optim.latent_lr) == ("text_first", "ahead", 3e-4)
+    authors = train_config(authors_recipe(recipe), tmp_path, tmp_path / "a", "qwen2-vl", 0, "latent", tmp_path)
+    assert (authors.latent.order, authors.latent.selection, authors.optim.latent_lr) == ("vision_first", "behind", 0)
     assert "ivtlr_authors" in {r.key for r in demo_rows(recipe)}
-    assert "ivtlr_authors" not in {r.key for r in demo_rows(RECIPES["full"])}
+    plain = replace(recipe, **AUTHORS_LATENT)
+    assert plain.authors == {} and "ivtlr_authors" not in {r.key for r in demo_rows(plain)}
 
 
 def test_publish_names_the_report_by_its_seed(tmp_path):

@@ -67,6 +67,10 @@ class DemoRecipe:
     batch_size: int
     lr: float
     heads: int = 4
+    latent_lr: float = 0.0
+    """Learning rate of the latent stages under the recipe's latent options (0: ``lr``). The authors' row, trained
+    beside them when those options differ from the authors', keeps ``lr``: the rate measured best for their
+    semantics (docs/latent-reasoning.md)."""
     vocab: int = 600
     warmup_steps: int = 50
     k: int = 1
@@ -76,6 +80,9 @@ class DemoRecipe:
     order: str = "vision_first"
     """Per latent step [z_t, h_t] (vision_first, the authors' code) or [h_t, z_t] (text_first, the paper's formula,
     where the inserted patch is the last position of the step: its state is fed back and its row selects)."""
+    selection: str = "behind"
+    """Which attention row picks z_t: the row of the position that produced h_t (behind, the authors') or the row of
+    h_t's own slot (ahead, with text_first; ``LatentConfig.selection``)."""
     stage_mix_prob: float = 0.0
     """Chance that a training example of latent stage s is shown at an earlier stage (1..s-1) instead."""
     stage_epochs: tuple = ()
@@ -148,12 +155,19 @@ RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(2, 2, 5), synth=SYNTH,
                        n_val=600, cot_n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True,
-                       cot_stop_after=4, cot_extra_epochs=2, cot_extra_below=0.75, overtime_epochs=2, cot_untied=True),
+                       cot_stop_after=4, cot_extra_epochs=2, cot_extra_below=0.75, overtime_epochs=2, cot_untied=True,
+                       order="text_first", selection="ahead", latent_lr=3e-4),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
                         n_val=8, val_every=4, stop_at=0.99, keep_best=True, latency_rounds=1, latency_questions=8,
-                        cot_untied=True),
+                        cot_untied=True, order="text_first", selection="ahead"),
 }
+
+
+def authors_recipe(recipe: DemoRecipe) -> DemoRecipe:
+    """The recipe of the report's authors' row: the authors' latent semantics at the rate measured best for them
+    (``lr``, as stage 0), everything else as ``recipe``."""
+    return replace(recipe, latent_lr=0.0, **AUTHORS_LATENT)
 
 
 def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: int, phase: str,
@@ -189,12 +203,13 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     else:
         cur.update(no_cot=True, epochs_per_stage=recipe.nocot_epochs)
     cfg.curriculum = replace(cfg.curriculum, **cur)
-    cfg.optim = replace(cfg.optim, lr=recipe.lr, batch_size=recipe.batch_size, schedule=recipe.schedule,
+    cfg.optim = replace(cfg.optim, lr=recipe.lr, latent_lr=recipe.latent_lr, batch_size=recipe.batch_size, schedule=recipe.schedule,
                         warmup_steps=recipe.warmup_steps, seed=seed)
     cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=phase != "nocot",
                       val_every=recipe.val_every if cfg.data.val_size else 0, eval_batch_size=recipe.eval_batch_size)
     cfg.latent = replace(cfg.latent, **{"k": recipe.k, "latent_grad": recipe.latent_grad,
-                                        "feedback_norm": recipe.feedback_norm, "order": recipe.order, **latent})
+                                        "feedback_norm": recipe.feedback_norm, "order": recipe.order,
+                                        "selection": recipe.selection, **latent})
     return cfg
 
 
@@ -243,7 +258,7 @@ def train_all(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed: in
         timings["nocot"] = nocot.wait()
         stage0 = stage_checkpoints(out / "cot")[0]
         if recipe.authors:
-            cfg = train_config(recipe, data, out / "authors", backbone, seed, "latent", stage0, **AUTHORS_LATENT)
+            cfg = train_config(authors_recipe(recipe), data, out / "authors", backbone, seed, "latent", stage0)
             cfg.run.progress = False
             authors = Background(cfg, out, "authors", threads)
         print(f"[3/5] latent stages 1-{recipe.max_latent_stage} from the stage-0 checkpoint ("
@@ -495,7 +510,7 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
     cfg.run = replace(cfg.run, progress=TrainConfig().run.progress)
     default, mine = TrainConfig().to_dict(), cfg.to_dict()
     keep = {"backbone", "tiny_hidden", "tiny_layers", "tiny_heads", "task", "max_latent_stage", "schedule",
-            "latent_grad", "feedback_norm", "order"}  # shown even at their defaults: what a reader looks for
+            "latent_grad", "feedback_norm", "order", "selection"}  # shown even at their defaults: what a reader looks for
     body = {s: {k: v for k, v in mine[s].items() if v != default[s][k] or k in keep} for s in TrainConfig.SECTIONS}
     data_cmd = " ".join(["ivtlr data synth --out runs/synth", f"--n-train {recipe.n_train} --n-test {recipe.n_test}",
                          *([f"--n-val {recipe.n_val}"] if recipe.n_val else []),

@@ -15,7 +15,7 @@ from ..config import CurriculumConfig
 from ..engine import LatentConfig
 
 #: the authors' latent semantics (detach, raw fed-back states, [z_t, h_t]): LatentConfig's defaults
-AUTHORS_LATENT = {k: getattr(LatentConfig(), k) for k in ("latent_grad", "feedback_norm", "order")}
+AUTHORS_LATENT = {k: getattr(LatentConfig(), k) for k in ("latent_grad", "feedback_norm", "order", "selection")}
 
 ABLATIONS = ("no_latent_text", "no_latent_vision", "no_latent_part", "random_patches")
 
@@ -208,6 +208,7 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"questions of the synthetic benchmark ({', '.join(f'{k}={v}' for k, v in recipe['synth'].items())}; chance "
         f"{100 * meta['chance']:.1f}%); K = {recipe['k']}; latent_grad {recipe['latent_grad']}, feedback_norm "
         f"{recipe['feedback_norm']}, order {recipe.get('order', AUTHORS_LATENT['order'])}"
+        + (f", selection {recipe['selection']}" if recipe.get("selection", "behind") != "behind" else "")
         + (" (the authors' exact latent semantics)" if all(recipe.get(k, v) == v for k, v in AUTHORS_LATENT.items())
            else "")
         + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 "
