@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import yaml
+
 ROWS = {"ivtlr", "cot", "nocot", "blind_ivtlr", "blind_cot", "no_latent_text", "no_latent_vision", "no_latent_part",
         "random_patches", "stage_1", "stage_2", "stage_3"}
 
@@ -128,22 +130,36 @@ def test_authors_setting_overrides_the_recipe(tmp_path):
 
 
 def test_recipe_latents_reach_the_training_and_the_authors_row(tmp_path):
-    """The recipe trains [h_t, z_t] with the look-ahead selection at its latent learning rate, and the authors' row
-    beside it [z_t, h_t] with the authors' selection at the stage-0 rate; a recipe with the authors' semantics has
-    no such row."""
+    """A recipe with [h_t, z_t] and the look-ahead selection at its own latent rate trains so, and the authors' row
+    beside it [z_t, h_t] with the authors' selection at the stage-0 rate; the default recipe (the authors'
+    semantics) has no such row."""
     from dataclasses import replace
 
-    from ivtlr.commands.demo import AUTHORS_LATENT, RECIPES, authors_recipe, demo_rows, train_config
+    from ivtlr.commands.demo import RECIPES, authors_recipe, demo_rows, train_config
 
-    recipe = RECIPES["full"]
-    assert recipe.authors == {"order": "text_first", "selection": "ahead"}
+    recipe = replace(RECIPES["full"], order="text_first", selection="ahead", latent_lr=3e-4)
+    assert recipe.authors == {"order": "text_first", "selection": "ahead"} and RECIPES["full"].authors == {}
     mine = train_config(recipe, tmp_path, tmp_path / "r", "qwen2-vl", 0, "latent", tmp_path)
     assert (mine.latent.order, mine.latent.selection, mine.optim.latent_lr) == ("text_first", "ahead", 3e-4)
     authors = train_config(authors_recipe(recipe), tmp_path, tmp_path / "a", "qwen2-vl", 0, "latent", tmp_path)
     assert (authors.latent.order, authors.latent.selection, authors.optim.latent_lr) == ("vision_first", "behind", 0)
     assert "ivtlr_authors" in {r.key for r in demo_rows(recipe)}
-    plain = replace(recipe, **AUTHORS_LATENT)
-    assert plain.authors == {} and "ivtlr_authors" not in {r.key for r in demo_rows(plain)}
+    assert "ivtlr_authors" not in {r.key for r in demo_rows(RECIPES["full"])}
+
+
+def test_quick_demo_with_the_look_ahead_selection_trains_the_authors_row_beside_it(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "ivtlr.commands", "demo", "--quick", "--order", "text_first",
+                           "--selection", "ahead", "--latent-lr", "1e-3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert {"ivtlr", "ivtlr_authors", "random_patches"} <= set(results)
+    mine, authors = (yaml.safe_load((out / run / "config.yaml").read_text()) for run in ("ivtlr", "authors"))
+    assert (mine["latent"]["selection"], mine["latent"]["order"], mine["optim"]["latent_lr"]) == ("ahead", "text_first", 1e-3)
+    assert (authors["latent"]["selection"], authors["latent"]["order"], authors["optim"]["latent_lr"]) == (
+        "behind", "vision_first", 0.0)
+    assert "selection ahead" in (out / "report.md").read_text()
 
 
 def test_publish_names_the_report_by_its_seed(tmp_path):

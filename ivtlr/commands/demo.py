@@ -155,12 +155,11 @@ RECIPES = {
     "full": DemoRecipe(n_train=5000, n_test=300, cot_epochs=6, epochs_per_stage=1, nocot_epochs=2, hidden=128,
                        layers=4, batch_size=16, lr=1e-3, stage_mix_prob=0.5, stage_epochs=(2, 2, 5), synth=SYNTH,
                        n_val=600, cot_n_val=200, val_every=157, stop_at=1.0, stop_patience=2, keep_best=True,
-                       cot_stop_after=4, cot_extra_epochs=2, cot_extra_below=0.75, overtime_epochs=2, cot_untied=True,
-                       order="text_first", selection="ahead", latent_lr=3e-4),
+                       cot_stop_after=4, cot_extra_epochs=2, cot_extra_below=0.75, overtime_epochs=2, cot_untied=True),
     "quick": DemoRecipe(n_train=96, n_test=24, cot_epochs=1, epochs_per_stage=1, nocot_epochs=1, hidden=32,
                         layers=2, batch_size=8, lr=3e-3, vocab=400, stage_mix_prob=0.5, synth=SYNTH,
                         n_val=8, val_every=4, stop_at=0.99, keep_best=True, latency_rounds=1, latency_questions=8,
-                        cot_untied=True, order="text_first", selection="ahead"),
+                        cot_untied=True),
 }
 
 

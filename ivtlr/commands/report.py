@@ -219,7 +219,8 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
            if recipe.get('cot_stop_after') and recipe.get('stop_at') else f"{recipe['cot_epochs']}")
         + ", latent "
         f"stages {'/'.join(map(str, recipe.get('stage_epochs') or [recipe['epochs_per_stage']]))}, lr "
-        f"{recipe['lr']} {recipe.get('schedule', 'cosine')}"
+        f"{recipe['lr']}" + (f" (latent stages {recipe['latent_lr']})" if recipe.get("latent_lr") else "")
+        + f" {recipe.get('schedule', 'cosine')}"
         + (f" (latent stages' epochs are a maximum: validation on {recipe['n_val']} questions of the benchmark's own "
            f"validation split every {recipe['val_every']} steps"
            + (f" (stage 0's on the first {recipe['cot_n_val']})" if recipe.get('cot_n_val') else "")
