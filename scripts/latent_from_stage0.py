@@ -35,15 +35,20 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (the demo's latent stages use 2 when "
                    "nothing trains beside them)")
     args = p.parse_args()
-    changes = {k: v for k, v in (("order", args.order), ("selection", args.selection), ("latent_grad", args.latent_grad),
-                                 ("feedback_norm", args.feedback_norm), ("k", args.k), ("lr", args.lr)) if v is not None}
+    changes = {k: v for k, v in (("order", args.order), ("selection", args.selection),
+                                 ("latent_grad", args.latent_grad), ("feedback_norm", args.feedback_norm),
+                                 ("k", args.k), ("lr", args.lr)) if v is not None}
     stages = stage_checkpoints(args.demo_run / "cot")
     if 0 not in stages:
         p.error(f"{args.demo_run / 'cot'} has no stage-0 checkpoint (run `ivtlr demo --out {args.demo_run}` first)")
     torch.set_num_threads(args.threads)
-    recipe = replace(RECIPES["full"], **changes)
+    try:  # a bad combination (e.g. --selection ahead without --order text_first) before anything is written
+        cfg = train_config(replace(RECIPES["full"], **changes), args.demo_run / "data", args.out, "qwen2-vl",
+                           args.seed, "latent", stages[0])
+    except ValueError as err:
+        p.error(str(err))
     print(f"latent stages from {stages[0]} with {changes or 'the recipe unchanged'}", flush=True)
-    Trainer(train_config(recipe, args.demo_run / "data", args.out, "qwen2-vl", args.seed, "latent", stages[0])).run()
+    Trainer(cfg).run()
 
 
 if __name__ == "__main__":

@@ -156,7 +156,8 @@ def test_quick_demo_with_the_look_ahead_selection_trains_the_authors_row_beside_
     results = json.loads((out / "results.json").read_text())["results"]
     assert {"ivtlr", "ivtlr_authors", "random_patches"} <= set(results)
     mine, authors = (yaml.safe_load((out / run / "config.yaml").read_text()) for run in ("ivtlr", "authors"))
-    assert (mine["latent"]["selection"], mine["latent"]["order"], mine["optim"]["latent_lr"]) == ("ahead", "text_first", 1e-3)
+    assert (mine["latent"]["selection"], mine["latent"]["order"], mine["optim"]["latent_lr"]) == (
+        "ahead", "text_first", 1e-3)
     assert (authors["latent"]["selection"], authors["latent"]["order"], authors["optim"]["latent_lr"]) == (
         "behind", "vision_first", 0.0)
     assert "selection ahead" in (out / "report.md").read_text()

@@ -202,8 +202,8 @@ def train_config(recipe: DemoRecipe, data: Path, out: Path, backbone: str, seed:
     else:
         cur.update(no_cot=True, epochs_per_stage=recipe.nocot_epochs)
     cfg.curriculum = replace(cfg.curriculum, **cur)
-    cfg.optim = replace(cfg.optim, lr=recipe.lr, latent_lr=recipe.latent_lr, batch_size=recipe.batch_size, schedule=recipe.schedule,
-                        warmup_steps=recipe.warmup_steps, seed=seed)
+    cfg.optim = replace(cfg.optim, lr=recipe.lr, latent_lr=recipe.latent_lr, batch_size=recipe.batch_size,
+                        schedule=recipe.schedule, warmup_steps=recipe.warmup_steps, seed=seed)
     cfg.run = replace(cfg.run, out_dir=str(out), keep_last=10, progress=phase != "nocot",
                       val_every=recipe.val_every if cfg.data.val_size else 0, eval_batch_size=recipe.eval_batch_size)
     cfg.latent = replace(cfg.latent, **{"k": recipe.k, "latent_grad": recipe.latent_grad,
@@ -509,7 +509,7 @@ def recipe_config_text(recipe: DemoRecipe, backbone: str = "qwen2-vl") -> str:
     cfg.run = replace(cfg.run, progress=TrainConfig().run.progress)
     default, mine = TrainConfig().to_dict(), cfg.to_dict()
     keep = {"backbone", "tiny_hidden", "tiny_layers", "tiny_heads", "task", "max_latent_stage", "schedule",
-            "latent_grad", "feedback_norm", "order", "selection"}  # shown even at their defaults: what a reader looks for
+            "latent_grad", "feedback_norm", "order", "selection"}  # shown even at their defaults: what one looks for
     body = {s: {k: v for k, v in mine[s].items() if v != default[s][k] or k in keep} for s in TrainConfig.SECTIONS}
     data_cmd = " ".join(["ivtlr data synth --out runs/synth", f"--n-train {recipe.n_train} --n-test {recipe.n_test}",
                          *([f"--n-val {recipe.n_val}"] if recipe.n_val else []),

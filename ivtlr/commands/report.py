@@ -208,7 +208,8 @@ def write_report(out: Path, meta: dict, results: dict, analysis: dict | None = N
         f"questions of the synthetic benchmark ({', '.join(f'{k}={v}' for k, v in recipe['synth'].items())}; chance "
         f"{100 * meta['chance']:.1f}%); K = {recipe['k']}; latent_grad {recipe['latent_grad']}, feedback_norm "
         f"{recipe['feedback_norm']}, order {recipe.get('order', AUTHORS_LATENT['order'])}"
-        + (f", selection {recipe['selection']}" if recipe.get("selection", "behind") != "behind" else "")
+        + (f", selection {recipe['selection']}"
+           if recipe.get("selection", AUTHORS_LATENT["selection"]) != AUTHORS_LATENT["selection"] else "")
         + (" (the authors' exact latent semantics)" if all(recipe.get(k, v) == v for k, v in AUTHORS_LATENT.items())
            else "")
         + f"; stage mixing {recipe.get('stage_mix_prob', 0)}, epochs: stage 0 "
